@@ -1,0 +1,63 @@
+# Serverless Segmentation: developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+UV          := $(VENV)/bin/uv
+UV_VERSION  := 0.13.9
+STAMP       := $(VENV)/.installed
+TFLITE_VENV := .venv-tflite
+TFLITE_STAMP := $(TFLITE_VENV)/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-fast lint format lock model demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) $(TFLITE_STAMP) $(CHECKOV_STAMP) ## Build .venv (Python 3.12, everything pinned); idempotent
+
+$(STAMP): requirements/dev.lock pyproject.toml
+	@test -x $(PY) || "$$(scripts/find-python.sh 3.12)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --quiet --python $(PY) -r requirements/dev.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+# tflite-runtime (the function's fallback interpreter) only ships wheels up to Python 3.11.
+$(TFLITE_STAMP): requirements/tflite-runtime.txt $(STAMP)
+	@test -x $(TFLITE_VENV)/bin/python || "$$(scripts/find-python.sh 3.11)" -m venv $(TFLITE_VENV)
+	$(UV) pip install --quiet --python $(TFLITE_VENV)/bin/python -r requirements/tflite-runtime.txt
+	@touch $@
+
+# checkov lives in its own virtualenv: its bc-python-hcl2 shadows python-hcl2 (DESIGN decision 8).
+$(CHECKOV_STAMP): requirements/checkov.txt $(STAMP)
+	@test -x $(CHECKOV_VENV)/bin/python || "$$(scripts/find-python.sh 3.12)" -m venv $(CHECKOV_VENV)
+	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python -r requirements/checkov.txt
+	@touch $@
+
+test: setup ## Run the whole test suite (unit, integration, e2e, slow)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## Run the suite without the slow tests
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lock: ## Re-resolve requirements/dev.lock from requirements/dev.in
+	$(UV) pip compile requirements/dev.in --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements/dev.lock
+
+clean: ## Remove virtualenvs and caches
+	rm -rf $(VENV) $(TFLITE_VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache
