@@ -1,0 +1,181 @@
+"""Command line: `python -m model_build {train,convert,evaluate,publish,all} ...`.
+
+    python -m model_build all --data synthetic --epochs 2 --out out/
+    python -m model_build all --data oxford --epochs 20 --fine-tune-epochs 10 \
+        --checkpoint-dir gs://MODELS/checkpoints/run-1 --out /tmp/run --publish gs://MODELS
+    python -m model_build all --data-dir ~/oxford-iiit-pet --epochs 20 --out out/
+
+Every step reads and writes one output directory (--out), so any step can run alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from model_build import logs
+from model_build.data import SOURCES, DataConfig
+from model_build.evaluate import DEFAULT_SELECTION_THREADS, DEFAULT_TOLERANCE_POINTS
+
+log = logging.getLogger("model_build.cli")
+
+STEPS = ("train", "convert", "evaluate", "publish", "all")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_build",
+        description="Train, convert, evaluate and publish the segmentation U-Net.",
+    )
+    sub = parser.add_subparsers(dest="step", required=True)
+    helps = {
+        "train": "train (or resume) the Keras model",
+        "convert": "convert the Keras model into four TFLite variants (batch 1)",
+        "evaluate": "score Keras and every variant; write the chosen model + manifest",
+        "publish": "upload the chosen model as a new immutable version; move `latest`",
+        "all": "train, convert, evaluate (and publish with --publish)",
+    }
+    for step in STEPS:
+        step_parser = sub.add_parser(step, help=helps[step], description=helps[step])
+        step_parser.add_argument("--log-level", default="INFO")
+        if step != "publish":
+            _add_out(step_parser)
+            _add_data(step_parser)
+        if step in ("train", "all"):
+            _add_train(step_parser)
+        if step in ("convert", "all"):
+            step_parser.add_argument("--representative-count", type=int, default=100)
+        if step in ("evaluate", "all"):
+            _add_evaluate(step_parser)
+        if step == "publish":
+            step_parser.add_argument("--model-dir", type=Path, required=True)
+            step_parser.add_argument("--to", required=True, help="base: gs://BUCKET[/prefix] or DIR")
+        if step in ("publish", "all"):
+            step_parser.add_argument(
+                "--no-latest", action="store_true", help="publish without moving `latest`"
+            )
+        if step == "all":
+            step_parser.add_argument("--publish", metavar="BASE", help="gs://BUCKET or DIR")
+    return parser
+
+
+def _add_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="the run's output directory")
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", choices=SOURCES, help="data source (default synthetic)")
+    group.add_argument("--data-dir", help="a folder in the Oxford-IIIT layout (implies folder)")
+    group.add_argument("--tfds-data-dir", help="tensorflow-datasets data_dir (may be gs://)")
+    group.add_argument("--synthetic-train-size", type=int, default=512)
+    group.add_argument("--synthetic-test-size", type=int, default=128)
+    group.add_argument("--seed", type=int, default=0)
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=20)
+    group.add_argument("--fine-tune-epochs", type=int, default=0)
+    group.add_argument("--batch-size", type=int, default=64)
+    group.add_argument("--learning-rate", type=float, default=1e-3)
+    group.add_argument("--fine-tune-learning-rate", type=float, default=1e-4)
+    group.add_argument("--steps-per-epoch", type=int, help="default: one pass over the data")
+    group.add_argument("--validation-fraction", type=float, default=0.1)
+    group.add_argument(
+        "--encoder-weights",
+        choices=("auto", "imagenet", "none"),
+        default="auto",
+        help="auto: imagenet for real data, none for synthetic (offline) data",
+    )
+    group.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto")
+    group.add_argument("--early-stopping-patience", type=int, default=5)
+    group.add_argument("--bn-recalibration-steps", type=int, default=20)
+    group.add_argument("--checkpoint-dir", help="default <out>/checkpoints; may be gs://")
+
+
+def _add_evaluate(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE_POINTS,
+        help="max mIoU points a variant may lose against Keras (default 1.0)",
+    )
+    group.add_argument("--selection-threads", type=int, default=DEFAULT_SELECTION_THREADS)
+    group.add_argument("--eval-limit", type=int, help="evaluate the first N held-out examples")
+    group.add_argument("--latency-samples", type=int, default=30)
+
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    source = args.data or ("folder" if args.data_dir else "synthetic")
+    return DataConfig(
+        source=source,
+        data_dir=args.data_dir,
+        tfds_data_dir=args.tfds_data_dir,
+        synthetic_train_size=args.synthetic_train_size,
+        synthetic_test_size=args.synthetic_test_size,
+        seed=args.seed,
+    )
+
+
+def train_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy)
+    from model_build.train import TrainConfig
+
+    data = data_config(args)
+    weights = args.encoder_weights
+    if weights == "auto":
+        weights = "none" if data.source == "synthetic" else "imagenet"
+    return TrainConfig(
+        data=data,
+        out=str(args.out),
+        checkpoint_dir=args.checkpoint_dir,
+        epochs=args.epochs,
+        fine_tune_epochs=args.fine_tune_epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        steps_per_epoch=args.steps_per_epoch,
+        validation_fraction=args.validation_fraction,
+        encoder_weights=None if weights == "none" else weights,
+        mixed_precision=args.mixed_precision,
+        early_stopping_patience=args.early_stopping_patience,
+        bn_recalibration_steps=args.bn_recalibration_steps,
+        seed=args.seed,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        # Named, expected failures (bad settings, a step run out of order, an existing version,
+        # no network for the ImageNet weights) print one clear line instead of a traceback.
+        log.error(str(exc), extra={"error": type(exc).__name__, "step": args.step})
+        print(f"error: {type(exc).__name__}: {exc}")
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    # TensorFlow is imported here, after parsing, so `--help` answers at once.
+    from model_build import publish, steps, train
+
+    if args.step in ("train", "all"):
+        train.train(train_config(args))
+    if args.step in ("convert", "all"):
+        steps.convert_step(args.out, data_config(args), args.representative_count)
+    if args.step in ("evaluate", "all"):
+        options = steps.EvaluateOptions(
+            args.tolerance, args.selection_threads, args.eval_limit, args.latency_samples
+        )
+        chosen = steps.evaluate_step(args.out, data_config(args), options)
+        print(f"model: {args.out / steps.MODEL_DIR} (version {chosen['version']})")
+    target = args.to if args.step == "publish" else getattr(args, "publish", None)
+    if target:
+        model_dir = args.model_dir if args.step == "publish" else args.out / steps.MODEL_DIR
+        done = publish.publish(model_dir, target, move_latest=not args.no_latest)
+        print(f"published: {done.uri} (latest moved: {done.latest_moved})")
+    return 0

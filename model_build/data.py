@@ -1,0 +1,205 @@
+"""One interface over three data sources, and the tf.data pipeline for training.
+
+Sources (`DataConfig.source`):
+  oxford     tensorflow-datasets `oxford_iiit_pet` (downloads; `tfds_data_dir` may be gs://)
+  folder     a local folder in the Oxford-IIIT layout (`data_dir`), see oxford_folder.py
+  synthetic  seeded pet-like scenes, see synthetic.py (offline machines, tests)
+
+Every source yields (uint8 image [S, S, 3], uint8 mask [S, S]) with classes 0 pet, 1 background,
+2 border: the Oxford trimap values 1/2/3 shifted down by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from model_build import oxford_folder
+from model_build.model import IMAGE_SIZE
+from model_build.synthetic import synthetic_example
+
+SOURCES = ("synthetic", "oxford", "folder")
+TFDS_NAME = "oxford_iiit_pet"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    data_dir: str | None = None
+    tfds_data_dir: str | None = None
+    image_size: int = IMAGE_SIZE
+    synthetic_train_size: int = 512
+    synthetic_test_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.source == "folder" and not self.data_dir:
+            raise ValueError("data source 'folder' needs data_dir (--data-dir PATH)")
+
+
+@dataclass
+class Splits:
+    train: tf.data.Dataset  # unbatched (image, mask)
+    test: tf.data.Dataset
+    train_size: int
+    test_size: int
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def load_splits(config: DataConfig) -> Splits:
+    """The training and held-out splits of the configured source."""
+    if config.source == "synthetic":
+        return _synthetic_splits(config)
+    if config.source == "folder":
+        return _folder_splits(config)
+    return _tfds_splits(config)
+
+
+def _synthetic_splits(config: DataConfig) -> Splits:
+    # Test examples come from index ranges disjoint from training, so they are truly held out.
+    train = synthetic_arrays(range(config.synthetic_train_size), config.seed, config.image_size)
+    test_indices = range(10**6, 10**6 + config.synthetic_test_size)
+    test = synthetic_arrays(test_indices, config.seed, config.image_size)
+    description = {"dataset": "synthetic", "version": "1", "seed": config.seed}
+    return Splits(
+        _from_arrays(*train), _from_arrays(*test), len(train[0]), len(test[0]), description
+    )
+
+
+def synthetic_arrays(indices: range, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic examples resized to size x size: (uint8 [N,S,S,3], uint8 [N,S,S])."""
+    images, masks = [], []
+    for index in indices:
+        image, mask = synthetic_example(index, seed)
+        images.append(_resize(image, size, Image.Resampling.BILINEAR))
+        masks.append(_resize(mask, size, Image.Resampling.NEAREST))
+    return np.stack(images), np.stack(masks)
+
+
+def _resize(array: np.ndarray, size: int, method: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(array).resize((size, size), method))
+
+
+def _folder_splits(config: DataConfig) -> Splits:
+    root = Path(str(config.data_dir))
+    train_names, test_names = oxford_folder.split_names(root)
+    train = oxford_folder.load_split(root, train_names, config.image_size)
+    test = oxford_folder.load_split(root, test_names, config.image_size)
+    description = {
+        "dataset": f"folder:{root.name}",
+        "version": "local",
+        "skipped": dict(train.skipped + test.skipped),
+    }
+    return Splits(
+        _from_arrays(train.images, train.masks),
+        _from_arrays(test.images, test.masks),
+        len(train.names),
+        len(test.names),
+        description,
+    )
+
+
+def _tfds_splits(config: DataConfig) -> Splits:
+    import tensorflow_datasets as tfds  # heavy; only this source needs it
+
+    (train, test), info = tfds.load(
+        f"{TFDS_NAME}:4.*.*",
+        split=["train", "test"],
+        data_dir=config.tfds_data_dir,
+        with_info=True,
+    )
+    size = config.image_size
+
+    def to_example(features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        return tfds_example(features["image"], features["segmentation_mask"], size)
+
+    description = {"dataset": TFDS_NAME, "version": str(info.version)}
+    return Splits(
+        train.map(to_example, num_parallel_calls=tf.data.AUTOTUNE),
+        test.map(to_example, num_parallel_calls=tf.data.AUTOTUNE),
+        info.splits["train"].num_examples,
+        info.splits["test"].num_examples,
+        description,
+    )
+
+
+def tfds_example(image: tf.Tensor, trimap: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Resizes one tfds example and maps the trimap 1/2/3 to classes 0/1/2."""
+    image = tf.image.resize(image, (size, size), method="bilinear")
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    mask = tf.image.resize(trimap, (size, size), method="nearest")
+    mask = tf.cast(mask, tf.int32)[..., 0] - 1
+    return image, tf.cast(tf.clip_by_value(mask, 0, 2), tf.uint8)
+
+
+def _from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((images, masks))
+
+
+def augment(
+    image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, photometric: bool = True
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random flip and zoom applied identically to image and mask; colour jitter on the image.
+
+    `seed` is a [2] int tensor (stateless ops), so a given seed always gives the same result.
+    """
+    size = tf.shape(image)[0]
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+    mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+
+    # Zoom: one random box (70-100% of the side) cut from both tensors and resized back.
+    scale = tf.random.stateless_uniform([], seed + 1, 0.7, 1.0)
+    offset = tf.random.stateless_uniform([2], seed + 2) * (1.0 - scale)
+    box = tf.stack([offset[0], offset[1], offset[0] + scale, offset[1] + scale])[tf.newaxis]
+    crop = tf.stack([size, size])
+    image_f = tf.image.crop_and_resize(
+        tf.cast(image, tf.float32)[tf.newaxis], box, [0], crop, method="bilinear"
+    )[0]
+    mask_f = tf.image.crop_and_resize(
+        tf.cast(mask, tf.float32)[tf.newaxis, ..., tf.newaxis], box, [0], crop, method="nearest"
+    )[0, ..., 0]
+
+    if photometric:
+        image_f = tf.image.stateless_random_brightness(image_f, 25.0, seed + 3)
+        image_f = tf.image.stateless_random_contrast(image_f, 0.8, 1.2, seed + 4)
+    image = tf.cast(tf.clip_by_value(tf.round(image_f), 0, 255), tf.uint8)
+    return image, tf.cast(mask_f, tf.uint8)
+
+
+def training_batches(
+    dataset: tf.data.Dataset, batch_size: int, seed: int, augment_data: bool = True
+) -> tf.data.Dataset:
+    """Shuffled, augmented, batched training data (one pass = one epoch)."""
+    dataset = dataset.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+    if augment_data:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda example, s: augment(example[0], example[1], s),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_batches(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def to_numpy(dataset: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Materializes (images, masks) of an unbatched split, optionally only the first `limit`."""
+    if limit is not None:
+        dataset = dataset.take(limit)
+    images, masks = [], []
+    for image, mask in dataset.as_numpy_iterator():
+        images.append(image)
+        masks.append(mask)
+    if not images:
+        raise ValueError("the split is empty")
+    return np.stack(images), np.stack(masks)

@@ -1,0 +1,179 @@
+"""Evaluate Keras and every TFLite variant on the held-out split, pick one, write its manifest.
+
+TFLite variants run through LiteRT (`ai_edge_litert`), the interpreter package the Cloud Function
+uses, so the figures describe what production will run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from model_build import metrics
+from model_build.model import CLASS_NAMES, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE_POINTS = 1.0
+DEFAULT_SELECTION_THREADS = 2  # the function's default NUM_THREADS
+WARMUP_RUNS = 3
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    path: str
+    size_bytes: int
+    miou: float
+    pixel_accuracy: float
+    per_class_iou: dict[str, float | None]
+    agreement_with_keras: float
+    latency_ms: dict[str, float]  # threads ("1", "2") -> median ms per image
+    output_dtype: str
+
+
+@dataclass
+class Evaluation:
+    examples: int
+    keras: dict[str, object]
+    variants: dict[str, VariantResult] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "examples": self.examples,
+            "keras": self.keras,
+            "variants": {name: asdict(result) for name, result in self.variants.items()},
+        }
+
+
+def keras_class_maps(model: keras.Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Class maps [N, H, W] from the Keras model in inference mode."""
+    logits = model.predict(images, batch_size=batch_size, verbose=0)
+    return np.argmax(logits, axis=-1).astype(np.uint8)
+
+
+def tflite_class_maps(
+    model_path: Path, images: np.ndarray, num_threads: int
+) -> tuple[np.ndarray, list[float], str]:
+    """Runs a batch-1 TFLite model image by image: (class maps, per-image ms, output dtype)."""
+    interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    maps, timings = [], []
+    for image in _with_warmup(images):
+        interpreter.set_tensor(input_detail["index"], image[np.newaxis].astype(input_detail["dtype"]))
+        start = time.perf_counter()
+        interpreter.invoke()
+        timings.append((time.perf_counter() - start) * 1000.0)
+        maps.append(np.argmax(interpreter.get_tensor(output_detail["index"])[0], axis=-1))
+    maps, timings = maps[WARMUP_RUNS:], timings[WARMUP_RUNS:]
+    return np.stack(maps).astype(np.uint8), timings, np.dtype(output_detail["dtype"]).name
+
+
+def _with_warmup(images: np.ndarray) -> list[np.ndarray]:
+    return [images[0]] * WARMUP_RUNS + list(images)
+
+
+def evaluate(
+    model: keras.Model,
+    variant_paths: Mapping[str, Path],
+    images: np.ndarray,
+    masks: np.ndarray,
+    threads: tuple[int, ...] = (1, 2),
+    latency_samples: int = 30,
+) -> Evaluation:
+    """Scores Keras and each variant against the masks; times each variant per thread count."""
+    keras_maps = keras_class_maps(model, images)
+    keras_scores = metrics.summarize(
+        metrics.confusion_matrix(masks, keras_maps, NUM_CLASSES), CLASS_NAMES
+    )
+    evaluation = Evaluation(examples=len(images), keras=keras_scores)
+    for variant, path in variant_paths.items():
+        evaluation.variants[variant] = _evaluate_variant(
+            variant, Path(path), images, masks, keras_maps, threads, latency_samples
+        )
+        log.info("evaluated variant", extra=_summary(evaluation.variants[variant]))
+    return evaluation
+
+
+def _evaluate_variant(
+    variant: str,
+    path: Path,
+    images: np.ndarray,
+    masks: np.ndarray,
+    keras_maps: np.ndarray,
+    threads: tuple[int, ...],
+    latency_samples: int,
+) -> VariantResult:
+    maps, _, output_dtype = tflite_class_maps(path, images, num_threads=max(threads))
+    scores = metrics.summarize(metrics.confusion_matrix(masks, maps, NUM_CLASSES), CLASS_NAMES)
+    latency = {}
+    for count in threads:
+        _, timings, _ = tflite_class_maps(path, images[:latency_samples], num_threads=count)
+        latency[str(count)] = round(statistics.median(timings), 3)
+    return VariantResult(
+        variant=variant,
+        path=str(path),
+        size_bytes=path.stat().st_size,
+        miou=float(scores["miou"]),
+        pixel_accuracy=float(scores["pixel_accuracy"]),
+        per_class_iou=scores["per_class_iou"],  # type: ignore[arg-type]
+        agreement_with_keras=metrics.agreement(maps, keras_maps),
+        latency_ms=latency,
+        output_dtype=output_dtype,
+    )
+
+
+def _summary(result: VariantResult) -> dict[str, object]:
+    return {
+        "variant": result.variant,
+        "size_bytes": result.size_bytes,
+        "miou": round(result.miou, 4),
+        "agreement_with_keras": round(result.agreement_with_keras, 4),
+        "latency_ms": result.latency_ms,
+    }
+
+
+@dataclass(frozen=True)
+class Selection:
+    variant: str
+    within_tolerance: bool
+    reason: str
+
+
+def select_variant(
+    results: Mapping[str, VariantResult],
+    keras_miou: float,
+    tolerance_points: float = DEFAULT_TOLERANCE_POINTS,
+    threads: int = DEFAULT_SELECTION_THREADS,
+) -> Selection:
+    """The fastest variant (at `threads`) whose mIoU is within `tolerance_points` of Keras.
+
+    mIoU is a fraction, the tolerance is in points: 1.0 allows 0.80 when Keras has 0.81. When no
+    variant qualifies, the most accurate one is chosen and the selection says so.
+    """
+    if not results:
+        raise ValueError("no variant to select from")
+    floor = keras_miou - tolerance_points / 100.0
+    eligible = [r for r in results.values() if not math.isnan(r.miou) and r.miou >= floor]
+    if eligible:
+        best = min(eligible, key=lambda r: (r.latency_ms[str(threads)], r.size_bytes))
+        reason = (
+            f"fastest at {threads} thread(s) among {len(eligible)} variant(s) with mIoU >= "
+            f"{floor:.4f} (Keras {keras_miou:.4f} - {tolerance_points} points)"
+        )
+        return Selection(best.variant, True, reason)
+    best = max(results.values(), key=lambda r: (-math.inf if math.isnan(r.miou) else r.miou))
+    reason = f"no variant within {tolerance_points} mIoU points of Keras; chose the most accurate"
+    log.warning("variant selection fell back", extra={"variant": best.variant, "reason": reason})
+    return Selection(best.variant, False, reason)

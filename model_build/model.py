@@ -1,0 +1,122 @@
+"""The U-Net of the TensorFlow image segmentation tutorial, as a pure builder.
+
+MobileNetV2 encoder (skips at five of its layers) and a pix2pix-style decoder of transposed
+convolutions. The model takes uint8 RGB and rescales inside, so every consumer (the Cloud Function,
+the TFLite variants) feeds raw pixels: see DESIGN.md decision 5.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Literal
+
+import keras
+
+IMAGE_SIZE = 128
+CLASS_NAMES = ("pet", "background", "border")
+NUM_CLASSES = len(CLASS_NAMES)
+
+SKIP_LAYERS = (
+    "block_1_expand_relu",  # 64x64
+    "block_3_expand_relu",  # 32x32
+    "block_6_expand_relu",  # 16x16
+    "block_13_expand_relu",  # 8x8
+    "block_16_project",  # 4x4
+)
+DECODER_FILTERS = (512, 256, 128, 64)
+ENCODER_NAME = "encoder"
+
+EncoderWeights = Literal["imagenet"] | None
+
+
+class EncoderWeightsUnavailableError(RuntimeError):
+    """The pretrained encoder weights could not be downloaded (offline machine)."""
+
+
+def build_unet(
+    image_size: int = IMAGE_SIZE,
+    num_classes: int = NUM_CLASSES,
+    encoder_weights: EncoderWeights = "imagenet",
+    freeze_encoder: bool = True,
+) -> keras.Model:
+    """Builds the tutorial's U-Net: uint8 [N, size, size, 3] in, float32 logits out.
+
+    `encoder_weights="imagenet"` downloads MobileNetV2's ImageNet weights (the cloud default);
+    `None` starts from random weights, in which case the encoder must train (freeze_encoder is
+    ignored: a frozen random encoder is useless, DESIGN.md decision 9).
+    """
+    encoder = build_encoder(image_size, encoder_weights)
+    encoder.trainable = not (freeze_encoder and encoder_weights is not None)
+
+    inputs = keras.Input(shape=(image_size, image_size, 3), dtype="uint8", name="image")
+    # MobileNetV2 expects [-1, 1]; rescaling inside the model keeps the uint8 contract.
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    skips = encoder(x)
+    x = skips[-1]
+    for filters, skip in zip(DECODER_FILTERS, reversed(skips[:-1]), strict=True):
+        x = upsample_block(filters, name=f"up_{filters}")(x)
+        x = keras.layers.Concatenate(name=f"concat_{filters}")([x, skip])
+    x = keras.layers.Conv2DTranspose(
+        num_classes, 3, strides=2, padding="same", name="logits_upsample"
+    )(x)
+    # float32 logits even under a mixed_float16 policy.
+    outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="unet_mobilenetv2")
+
+
+def build_encoder(image_size: int, encoder_weights: EncoderWeights) -> keras.Model:
+    """MobileNetV2 without its head, returning the five skip activations."""
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=(image_size, image_size, 3),
+            include_top=False,
+            weights=encoder_weights,
+        )
+    except Exception as exc:
+        if encoder_weights is None:
+            raise
+        raise EncoderWeightsUnavailableError(
+            f"could not load MobileNetV2 '{encoder_weights}' weights ({exc}). This machine is "
+            "probably offline. Either train from scratch with --encoder-weights none "
+            "(build_unet(encoder_weights=None)), or place the weights file in "
+            f"{os.path.join(_keras_home(), 'models')} beforehand."
+        ) from exc
+    outputs = [base.get_layer(name).output for name in SKIP_LAYERS]
+    return keras.Model(base.input, outputs, name=ENCODER_NAME)
+
+
+def _keras_home() -> str:
+    return os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+
+
+def upsample_block(filters: int, size: int = 3, name: str | None = None) -> keras.Sequential:
+    """pix2pix's upsample: Conv2DTranspose (stride 2, no bias) -> BatchNorm -> ReLU."""
+    return keras.Sequential(
+        [
+            keras.layers.Conv2DTranspose(
+                filters,
+                size,
+                strides=2,
+                padding="same",
+                kernel_initializer=keras.initializers.RandomNormal(0.0, 0.02),
+                use_bias=False,
+            ),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+        ],
+        name=name,
+    )
+
+
+def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freezes or unfreezes the encoder (the fine-tune phase unfreezes it)."""
+    model.get_layer(ENCODER_NAME).trainable = trainable
+
+
+def iter_batchnorm_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer inside `layer`, nested models included."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for child in getattr(layer, "layers", ()):
+        yield from iter_batchnorm_layers(child)

@@ -1,0 +1,130 @@
+"""The chain's steps after training, over one output directory:
+
+    <out>/keras/model.keras          train
+    <out>/tflite/<variant>.tflite    convert
+    <out>/evaluation.json            evaluate (every variant, and Keras)
+    <out>/model/                     evaluate: the chosen variant as model.tflite + manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from model_build import convert, evaluate, manifest
+from model_build import data as data_lib
+from model_build.train import KERAS_MODEL, load_training_facts, representative_images
+
+log = logging.getLogger(__name__)
+
+TFLITE_DIR = "tflite"
+MODEL_DIR = "model"
+EVALUATION_FILE = "evaluation.json"
+
+
+class MissingStepOutputError(FileNotFoundError):
+    """A step's input is missing: the step before it has not run in this output directory."""
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    tolerance_points: float = evaluate.DEFAULT_TOLERANCE_POINTS
+    selection_threads: int = evaluate.DEFAULT_SELECTION_THREADS
+    limit: int | None = None  # evaluate on the first N held-out examples (None: all)
+    latency_samples: int = 30
+
+
+def load_keras_model(out: Path) -> keras.Model:
+    path = out / KERAS_MODEL
+    if not path.exists():
+        raise MissingStepOutputError(f"{path} not found: run `python -m model_build train` first")
+    return keras.models.load_model(path)
+
+
+def convert_step(
+    out: Path, data_config: data_lib.DataConfig, representative_count: int = 100
+) -> dict[str, Path]:
+    model = load_keras_model(out)
+    splits = data_lib.load_splits(data_config)
+    images = representative_images(splits, representative_count)
+    return convert.convert_all(model, out / TFLITE_DIR, lambda: images)
+
+
+def variant_paths(out: Path) -> dict[str, Path]:
+    paths = {v: out / TFLITE_DIR / f"{v}.tflite" for v in convert.VARIANTS}
+    present = {v: p for v, p in paths.items() if p.exists()}
+    if not present:
+        raise MissingStepOutputError(
+            f"no TFLite variant in {out / TFLITE_DIR}: run `python -m model_build convert` first"
+        )
+    return present
+
+
+def evaluate_step(
+    out: Path, data_config: data_lib.DataConfig, options: EvaluateOptions
+) -> dict[str, Any]:
+    """Evaluates every variant, writes evaluation.json and the chosen model directory."""
+    model = load_keras_model(out)
+    splits = data_lib.load_splits(data_config)
+    images, masks = data_lib.to_numpy(splits.test, limit=options.limit)
+    threads = tuple(sorted({1, options.selection_threads}))
+    result = evaluate.evaluate(
+        model, variant_paths(out), images, masks, threads, options.latency_samples
+    )
+    selection = evaluate.select_variant(
+        result.variants,
+        float(result.keras["miou"]),
+        options.tolerance_points,
+        options.selection_threads,
+    )
+    model_bytes = Path(result.variants[selection.variant].path).read_bytes()
+    training = {
+        "dataset": splits.description.get("dataset"),
+        "dataset_version": splits.description.get("version"),
+        "epochs": 0,
+        "tensorflow_version": tf.__version__,
+        "git_commit": manifest.git_commit(),
+        **_training_summary(load_training_facts(out)),
+    }
+    chosen = manifest.build_manifest(
+        model_bytes,
+        result,
+        selection,
+        options.tolerance_points,
+        options.selection_threads,
+        training,
+        splits.description,
+        image_size=data_config.image_size,
+    )
+    manifest.write_model_dir(model_bytes, chosen, out / MODEL_DIR)
+    report = {**result.to_json(), "selection": chosen["selection"], "version": chosen["version"]}
+    (out / EVALUATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    log.info(
+        "selected variant",
+        extra={"variant": selection.variant, "version": chosen["version"], "rule": selection.reason},
+    )
+    return chosen
+
+
+def _training_summary(facts: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "dataset",
+        "dataset_version",
+        "train_examples",
+        "epochs",
+        "tensorflow_version",
+        "keras_version",
+        "git_commit",
+    )
+    summary = {k: facts[k] for k in keys if k in facts}
+    config = facts.get("config", {})
+    for key in ("fine_tune_epochs", "encoder_weights", "batch_size", "learning_rate"):
+        if key in config:
+            summary[key] = config[key]
+    return summary

@@ -1,0 +1,230 @@
+"""Train the U-Net: a frozen-encoder phase, an optional fine-tune phase, resumable per epoch.
+
+    python -m model_build train --data synthetic --epochs 5 --out out/
+    python -m model_build train --data oxford --epochs 20 --fine-tune-epochs 10 \
+        --checkpoint-dir gs://BUCKET/checkpoints/run-1 --out /var/lib/segmentation/run
+
+A restarted run (a preempted spot VM) resumes from the latest checkpoint in --checkpoint-dir;
+a finished run is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model_build import data as data_lib
+from model_build.checkpoints import CheckpointCallback, CheckpointStore, TrainingState
+from model_build.manifest import git_commit
+from model_build.model import build_unet, iter_batchnorm_layers, set_encoder_trainable
+
+log = logging.getLogger(__name__)
+
+KERAS_MODEL = "keras/model.keras"
+TRAINING_FACTS = "training.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: data_lib.DataConfig = field(default_factory=data_lib.DataConfig)
+    out: str = "out"
+    checkpoint_dir: str | None = None  # default <out>/checkpoints; may be gs://
+    epochs: int = 20
+    fine_tune_epochs: int = 0
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    steps_per_epoch: int | None = None  # None: one pass over the training split
+    validation_fraction: float = 0.1
+    encoder_weights: str | None = "imagenet"  # or None: train the encoder from scratch
+    mixed_precision: str = "auto"  # auto (on with a GPU) | on | off
+    early_stopping_patience: int = 5
+    bn_recalibration_steps: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "fine_tune_epochs": self.fine_tune_epochs >= 0,
+            "batch_size": self.batch_size >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "validation_fraction": 0 <= self.validation_fraction < 1,
+            "mixed_precision": self.mixed_precision in ("auto", "on", "off"),
+            "encoder_weights": self.encoder_weights in ("imagenet", None),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid training setting(s): {', '.join(bad)}")
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return self.checkpoint_dir or str(Path(self.out) / "checkpoints")
+
+
+def train(config: TrainConfig) -> Path:
+    """Trains (or resumes, or skips a finished run) and returns the saved Keras model's path."""
+    out = Path(config.out)
+    final_path = out / KERAS_MODEL
+    store = CheckpointStore(config.checkpoint_uri)
+    state = store.load_state() or TrainingState()
+    if state.complete and final_path.exists():
+        log.info("training already complete", extra={"model": str(final_path)})
+        return final_path
+
+    _set_precision(config.mixed_precision)
+    splits = data_lib.load_splits(config.data)
+    train_ds, val_ds = _split_validation(splits, config.validation_fraction)
+    train_batches = data_lib.training_batches(train_ds, config.batch_size, config.seed)
+    val_batches = data_lib.evaluation_batches(val_ds, config.batch_size) if val_ds else None
+
+    if state.checkpoint:
+        log.info("resuming", extra={"checkpoint": state.checkpoint, "epoch": state.epoch})
+        model = store.load_model(state.checkpoint)
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = build_unet(encoder_weights=config.encoder_weights, freeze_encoder=True)
+
+    phases = [("head", config.epochs, config.learning_rate, False)]
+    if config.fine_tune_epochs:
+        phases.append(("fine_tune", config.fine_tune_epochs, config.fine_tune_learning_rate, True))
+    end_epoch = 0
+    for phase, epochs, learning_rate, unfreeze in phases:
+        end_epoch += epochs
+        if phase in state.phase_done:
+            continue
+        resumed_in_phase = state.checkpoint is not None and state.phase == phase
+        if not resumed_in_phase:  # a resumed model keeps its compiled optimizer state
+            if unfreeze:
+                set_encoder_trainable(model, True)
+            _compile(model, learning_rate)
+        callbacks = _callbacks(config, store, state, phase, out)
+        model.fit(
+            train_batches,
+            validation_data=val_batches,
+            initial_epoch=state.epoch,
+            epochs=end_epoch,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=2,
+        )
+        state.phase_done.append(phase)
+        state.epoch = end_epoch  # early stopping ends the phase too
+        store.save_state(state)
+
+    recalibrate_batchnorm(
+        model,
+        data_lib.training_batches(train_ds, config.batch_size, config.seed, augment_data=False),
+        config.bn_recalibration_steps,
+    )
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(final_path)
+    _write_training_facts(config, splits, state, out)
+    state.complete = True
+    store.save_state(state)
+    log.info("training complete", extra={"model": str(final_path), "epochs": state.epoch})
+    return final_path
+
+
+def _set_precision(mode: str) -> None:
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    policy = "mixed_float16" if mode == "on" or (mode == "auto" and gpu) else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    log.info("precision policy", extra={"policy": policy, "gpu": gpu})
+
+
+def _split_validation(
+    splits: data_lib.Splits, fraction: float
+) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+    """Holds out the first `fraction` of the training split for validation (the test split
+    stays untouched for the final evaluation)."""
+    count = int(splits.train_size * fraction)
+    if count == 0:
+        return splits.train, None
+    return splits.train.skip(count), splits.train.take(count)
+
+
+def _compile(model: keras.Model, learning_rate: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _callbacks(
+    config: TrainConfig, store: CheckpointStore, state: TrainingState, phase: str, out: Path
+) -> list[keras.callbacks.Callback]:
+    monitor = "val_loss" if config.validation_fraction > 0 else "loss"
+    return [
+        CheckpointCallback(store, state, phase),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience),
+        keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0),
+    ]
+
+
+def recalibrate_batchnorm(model: keras.Model, batches: tf.data.Dataset, steps: int) -> int:
+    """Re-estimates trainable BatchNorm moving statistics as the plain average over `steps`
+    batches (DESIGN.md decision 9: short runs otherwise collapse in inference mode).
+
+    Frozen BatchNorm layers (a pretrained, frozen encoder) keep their statistics. Returns the
+    number of batches used.
+    """
+    layers = [bn for bn in iter_batchnorm_layers(model) if bn.trainable]
+    if steps <= 0 or not layers:
+        return 0
+    momenta = [bn.momentum for bn in layers]
+    used = 0
+    try:
+        for used, (images, _) in enumerate(batches.take(steps).repeat(), start=1):
+            for bn in layers:  # moving = ((k-1) * moving + batch) / k: a running mean
+                bn.momentum = (used - 1) / used
+            model(images, training=True)
+            if used >= steps:
+                break
+    finally:
+        for bn, momentum in zip(layers, momenta, strict=True):
+            bn.momentum = momentum
+    log.info("recalibrated batch norm", extra={"layers": len(layers), "batches": used})
+    return used
+
+
+def _write_training_facts(
+    config: TrainConfig, splits: data_lib.Splits, state: TrainingState, out: Path
+) -> None:
+    facts: dict[str, Any] = {
+        "dataset": splits.description.get("dataset"),
+        "dataset_version": splits.description.get("version"),
+        "train_examples": splits.train_size,
+        "epochs": state.epoch,
+        "history": state.history,
+        "config": _jsonable(asdict(config)),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "numpy_seed": config.seed,
+    }
+    (out / TRAINING_FACTS).write_text(json.dumps(facts, indent=2, default=str) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def load_training_facts(out: Path) -> dict[str, Any]:
+    path = out / TRAINING_FACTS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def representative_images(splits: data_lib.Splits, count: int = 100) -> list[np.ndarray]:
+    """Images from the training split for int8 calibration."""
+    images, _ = data_lib.to_numpy(splits.train, limit=count)
+    return list(images)
