@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_evaluate(step_parser)
         if step == "publish":
             step_parser.add_argument("--model-dir", type=Path, required=True)
-            step_parser.add_argument("--to", required=True, help="base: gs://BUCKET[/prefix] or DIR")
+            step_parser.add_argument(
+                "--to", required=True, help="base: gs://BUCKET[/prefix] or DIR"
+            )
         if step in ("publish", "all"):
             step_parser.add_argument(
                 "--no-latest", action="store_true", help="publish without moving `latest`"

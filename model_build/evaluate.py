@@ -71,7 +71,8 @@ def tflite_class_maps(
     output_detail = interpreter.get_output_details()[0]
     maps, timings = [], []
     for image in _with_warmup(images):
-        interpreter.set_tensor(input_detail["index"], image[np.newaxis].astype(input_detail["dtype"]))
+        batch = image[np.newaxis].astype(input_detail["dtype"])
+        interpreter.set_tensor(input_detail["index"], batch)
         start = time.perf_counter()
         interpreter.invoke()
         timings.append((time.perf_counter() - start) * 1000.0)
@@ -173,7 +174,7 @@ def select_variant(
             f"{floor:.4f} (Keras {keras_miou:.4f} - {tolerance_points} points)"
         )
         return Selection(best.variant, True, reason)
-    best = max(results.values(), key=lambda r: (-math.inf if math.isnan(r.miou) else r.miou))
+    best = max(results.values(), key=lambda r: -math.inf if math.isnan(r.miou) else r.miou)
     reason = f"no variant within {tolerance_points} mIoU points of Keras; chose the most accurate"
     log.warning("variant selection fell back", extra={"variant": best.variant, "reason": reason})
     return Selection(best.variant, False, reason)

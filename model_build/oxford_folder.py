@@ -54,8 +54,8 @@ def split_names(root: Path) -> tuple[list[str], list[str]]:
 
 def _read_list(path: Path) -> list[str]:
     names = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             names.append(line.split()[0])
     return names
@@ -70,9 +70,8 @@ def load_split(root: Path, names: list[str], size: int) -> FolderSplit:
             image, mask = _load_example(root, name, size)
         except _SkipExampleError as skip:
             skipped[skip.reason] += 1
-            log.warning(
-                "skipping example", extra={"example": name, "reason": skip.reason, "detail": str(skip)}
-            )
+            detail = {"example": name, "reason": skip.reason, "detail": str(skip)}
+            log.warning("skipping example", extra=detail)
             continue
         images.append(image)
         masks.append(mask)

@@ -1,9 +1,9 @@
 """The chain's steps after training, over one output directory:
 
-    <out>/keras/model.keras          train
-    <out>/tflite/<variant>.tflite    convert
-    <out>/evaluation.json            evaluate (every variant, and Keras)
-    <out>/model/                     evaluate: the chosen variant as model.tflite + manifest.json
+<out>/keras/model.keras          train
+<out>/tflite/<variant>.tflite    convert
+<out>/evaluation.json            evaluate (every variant, and Keras)
+<out>/model/                     evaluate: the chosen variant as model.tflite + manifest.json
 """
 
 from __future__ import annotations
@@ -105,10 +105,8 @@ def evaluate_step(
     manifest.write_model_dir(model_bytes, chosen, out / MODEL_DIR)
     report = {**result.to_json(), "selection": chosen["selection"], "version": chosen["version"]}
     (out / EVALUATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    log.info(
-        "selected variant",
-        extra={"variant": selection.variant, "version": chosen["version"], "rule": selection.reason},
-    )
+    facts = {"variant": selection.variant, "version": chosen["version"], "rule": selection.reason}
+    log.info("selected variant", extra=facts)
     return chosen
 
 

@@ -7,6 +7,7 @@ Storage client at a local emulator, as in the tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -145,7 +146,5 @@ class GcsLocation(Location):
     def delete(self, name: str) -> None:
         from google.api_core.exceptions import NotFound
 
-        try:
+        with contextlib.suppress(NotFound):
             self.bucket.blob(self._key(name)).delete()
-        except NotFound:
-            pass
