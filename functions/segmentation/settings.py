@@ -1,0 +1,134 @@
+"""Settings: one frozen dataclass built from environment variables at cold start.
+
+Every variable is documented in functions/README.md. A bad value raises `SettingsError` naming
+the variable, so a misconfigured deployment fails at start-up instead of on the first upload.
+An empty optional variable counts as unset (Terraform templates often render empty strings).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from segmentation.errors import SettingsError
+
+DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_NUM_THREADS = 2
+DEFAULT_LOG_LEVEL = "INFO"
+DEFAULT_MODEL_CACHE_DIR = "/tmp/segmentation-models"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_NUM_THREADS = 64
+
+# https://cloud.google.com/storage/docs/buckets#naming (dotted names may be up to 222 characters).
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The function's configuration (see functions/README.md for each field's variable)."""
+
+    output_bucket: str
+    model_uri: str
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    num_threads: int = DEFAULT_NUM_THREADS
+    log_level: str = DEFAULT_LOG_LEVEL
+    model_cache_dir: str = DEFAULT_MODEL_CACHE_DIR
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Reads and validates the settings from `environ` (default: `os.environ`)."""
+    env = os.environ if environ is None else environ
+    return Settings(
+        output_bucket=_required(env, "OUTPUT_BUCKET", _bucket_name),
+        model_uri=_required(env, "MODEL_URI", _model_uri),
+        max_image_bytes=_optional(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES, _positive_int),
+        max_image_pixels=_optional(
+            env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, _positive_int
+        ),
+        num_threads=_optional(env, "NUM_THREADS", DEFAULT_NUM_THREADS, _thread_count),
+        log_level=_optional(env, "LOG_LEVEL", DEFAULT_LOG_LEVEL, _log_level),
+        model_cache_dir=_optional(env, "MODEL_CACHE_DIR", DEFAULT_MODEL_CACHE_DIR, _directory),
+    )
+
+
+def is_valid_bucket_name(name: str) -> bool:
+    """True for a syntactically valid Cloud Storage bucket name."""
+    if not _BUCKET_RE.match(name) or ".." in name or name.startswith("goog"):
+        return False
+    return all(0 < len(part) <= 63 for part in name.split("."))
+
+
+def _required[T](env: Mapping[str, str], name: str, parse: Callable[[str], T]) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        raise SettingsError(name, "is required but not set")
+    return _parse(name, raw, parse)
+
+
+def _optional[T](env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T]) -> T:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    return _parse(name, raw, parse)
+
+
+def _parse[T](name: str, raw: str, parse: Callable[[str], T]) -> T:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(name, f"{exc} (got {raw!r})") from None
+
+
+def _bucket_name(raw: str) -> str:
+    if raw.startswith("gs://"):
+        raise ValueError("expected a bucket name, not a gs:// URI")
+    if not is_valid_bucket_name(raw):
+        raise ValueError("is not a valid Cloud Storage bucket name")
+    return raw
+
+
+def _model_uri(raw: str) -> str:
+    if raw.startswith("gs://"):
+        bucket, _, path = raw[len("gs://") :].partition("/")
+        if not is_valid_bucket_name(bucket):
+            raise ValueError("names an invalid bucket")
+        if not path.strip("/"):
+            raise ValueError("must name a model directory inside the bucket (gs://BUCKET/PATH)")
+        return raw.rstrip("/")
+    if "://" in raw:
+        raise ValueError("must be a gs://BUCKET/PATH URI or a local directory")
+    return raw.rstrip("/") or "/"
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _thread_count(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_NUM_THREADS:
+        raise ValueError(f"must be at most {MAX_NUM_THREADS}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _directory(raw: str) -> str:
+    if "\x00" in raw:
+        raise ValueError("must be a directory path")
+    return raw

@@ -1,0 +1,352 @@
+"""The Cloud Storage edge: a small object-store interface, its GCS implementation, output naming
+and the generation-guarded reads and writes the pipeline is built on.
+
+Everything above this module sees only `ObjectStore` and the exceptions in `errors`: a 404 is
+`ObjectNotFoundError`, a 412 `PreconditionFailedError`, 401/403 `StoragePermissionError`, and
+429/5xx/timeouts/connection failures `StorageUnavailableError`. Tests use an in-memory store with
+the same interface that enforces generation preconditions (tests/fakes/storage.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage as gcs
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+
+from segmentation.errors import (
+    EmptyObjectError,
+    ImageTooLargeError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    StoragePermissionError,
+    StorageUnavailableError,
+    WriteConflictError,
+)
+
+MASK_PREFIX = "masks/"
+ERROR_PREFIX = "errors/"
+MASK_SUFFIX = ".png"
+ERROR_SUFFIX = ".json"
+MASK_CONTENT_TYPE = "image/png"
+ERROR_CONTENT_TYPE = "application/json"
+MAX_OBJECT_NAME_BYTES = 1024  # Cloud Storage's limit, UTF-8 encoded
+HASH_HEX_CHARS = 32
+
+# Custom metadata on every output object (values are strings, as GCS stores them).
+META_SOURCE_BUCKET = "source-bucket"
+META_SOURCE_NAME = "source-name"
+META_SOURCE_GENERATION = "source-generation"
+META_MODEL_NAME = "model-name"
+META_MODEL_VERSION = "model-version"
+META_ERROR_REASON = "error-reason"
+META_IMAGE_WIDTH = "image-width"
+META_IMAGE_HEIGHT = "image-height"
+META_TIMING_PREFIX = "timing-"  # timing-download-ms, timing-decode-ms, ...
+
+WRITE_ATTEMPTS = 3
+REQUEST_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Metadata of one object generation."""
+
+    bucket: str
+    name: str
+    generation: int
+    size: int
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def source_generation(self) -> int:
+        """The input generation an output object was made from (0 when absent or unreadable)."""
+        try:
+            return int(self.metadata.get(META_SOURCE_GENERATION, "0"))
+        except ValueError:
+            return 0
+
+
+class ObjectStore(Protocol):
+    """The four storage operations the function needs."""
+
+    def stat(self, bucket: str, name: str, *, generation: int | None = None) -> ObjectInfo | None:
+        """Metadata of the live object (or of `generation`); None when it does not exist."""
+
+    def read(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
+        """The object's bytes; raises `ObjectNotFoundError`."""
+
+    def write(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo:
+        """Creates/replaces the object only if its generation is `if_generation_match` (0: absent);
+        raises `PreconditionFailedError` otherwise."""
+
+    def delete(self, bucket: str, name: str, *, if_generation_match: int) -> None:
+        """Deletes the object only at that generation; raises `ObjectNotFoundError` or
+        `PreconditionFailedError`."""
+
+
+# --- output naming ---------------------------------------------------------------------------
+
+
+def mask_name(source_name: str) -> str:
+    """`masks/<source_name>.png`, or its safe fallback (see `output_name`)."""
+    return output_name(MASK_PREFIX, source_name, MASK_SUFFIX)
+
+
+def error_name(source_name: str) -> str:
+    """`errors/<source_name>.json`, or its safe fallback (see `output_name`)."""
+    return output_name(ERROR_PREFIX, source_name, ERROR_SUFFIX)
+
+
+def output_name(prefix: str, source_name: str, suffix: str) -> str:
+    """Maps an input object name under `prefix`, keeping the name whenever that is safe.
+
+    The result is `prefix + source_name + suffix` unless the source name has a `.` or `..` path
+    segment or the result would exceed 1024 UTF-8 bytes. Then it is `prefix + escaped + "~" +
+    sha256(source_name)[:32] + suffix`, where `escaped` is the source name with `.`/`..` segments
+    written `%2E`/`%2E%2E`, cut (at a character boundary) to fit. The object's metadata always
+    holds the full source name.
+    """
+    plain = f"{prefix}{source_name}{suffix}"
+    segments = source_name.split("/")
+    if len(plain.encode()) <= MAX_OBJECT_NAME_BYTES and not _has_dot_segment(segments):
+        return plain
+    escaped = "/".join(_escape_dot_segment(segment) for segment in segments)
+    digest = hashlib.sha256(source_name.encode()).hexdigest()[:HASH_HEX_CHARS]
+    tail = f"~{digest}{suffix}"
+    budget = MAX_OBJECT_NAME_BYTES - len(prefix.encode()) - len(tail.encode())
+    return f"{prefix}{_truncate_utf8(escaped, budget)}{tail}"
+
+
+def _has_dot_segment(segments: list[str]) -> bool:
+    return any(segment in (".", "..") for segment in segments)
+
+
+def _escape_dot_segment(segment: str) -> str:
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    return text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+
+
+# --- generation-guarded operations -----------------------------------------------------------
+
+
+def download_input(
+    store: ObjectStore,
+    bucket: str,
+    name: str,
+    *,
+    generation: int,
+    size: int | None,
+    max_bytes: int,
+) -> bytes:
+    """Downloads one input generation after checking its size against `max_bytes`.
+
+    The size comes from the notification when it carries one (it is the size of exactly this
+    generation), otherwise from the object's metadata. Raises `EmptyObjectError`,
+    `ImageTooLargeError` or `ObjectNotFoundError` (deleted or replaced since the upload).
+    """
+    if size is None:
+        info = store.stat(bucket, name, generation=generation)
+        if info is None:
+            raise ObjectNotFoundError(f"gs://{bucket}/{name}#{generation} no longer exists")
+        size = info.size
+    check_size(size, max_bytes)
+    data = store.read(bucket, name, generation=generation)
+    check_size(len(data), max_bytes)
+    return data
+
+
+def check_size(size: int, max_bytes: int) -> None:
+    """Raises `EmptyObjectError` for 0 bytes and `ImageTooLargeError` above `max_bytes`."""
+    if size == 0:
+        raise EmptyObjectError("the object is empty (0 bytes)")
+    if size > max_bytes:
+        raise ImageTooLargeError(f"{size} bytes exceeds the limit of {max_bytes} bytes")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """`written` True: `info` is ours. False: `info` is the existing object that wins (same or
+    newer source generation), or None when it vanished while we looked."""
+
+    written: bool
+    info: ObjectInfo | None
+
+
+def write_if_newer(
+    store: ObjectStore,
+    bucket: str,
+    name: str,
+    data: bytes,
+    *,
+    content_type: str,
+    metadata: Mapping[str, str],
+    source_generation: int,
+    existing: ObjectInfo | None,
+) -> WriteResult:
+    """Writes unless the object already holds the same or a newer source generation.
+
+    Each attempt is conditional on the generation of the object last seen (`existing`, 0 when
+    absent), so a concurrent writer makes us lose with a 412; we then re-read it and either stop
+    (it is at least as new) or try again on top of it.
+    """
+    for _ in range(WRITE_ATTEMPTS):
+        if existing is not None and existing.source_generation >= source_generation:
+            return WriteResult(written=False, info=existing)
+        try:
+            info = store.write(
+                bucket,
+                name,
+                data,
+                content_type=content_type,
+                metadata=metadata,
+                if_generation_match=existing.generation if existing else 0,
+            )
+        except PreconditionFailedError:
+            existing = store.stat(bucket, name)
+            continue
+        return WriteResult(written=True, info=info)
+    raise WriteConflictError(f"gs://{bucket}/{name}: lost {WRITE_ATTEMPTS} write races in a row")
+
+
+def delete_if_older(store: ObjectStore, info: ObjectInfo, source_generation: int) -> bool:
+    """Deletes `info` (at its generation) if it was made from an older source generation."""
+    if info.source_generation >= source_generation:
+        return False
+    return delete_exact(store, info)
+
+
+def delete_exact(store: ObjectStore, info: ObjectInfo) -> bool:
+    """Deletes exactly this object generation; False if it is already gone or was replaced."""
+    try:
+        store.delete(info.bucket, info.name, if_generation_match=info.generation)
+    except (ObjectNotFoundError, PreconditionFailedError):
+        return False
+    return True
+
+
+# --- Google Cloud Storage --------------------------------------------------------------------
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    api_exceptions.TooManyRequests,
+    api_exceptions.ServerError,
+    api_exceptions.RetryError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    auth_exceptions.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@contextmanager
+def mapped_errors(what: str) -> Iterator[None]:
+    """Translates google-cloud-storage exceptions into this package's storage exceptions."""
+    try:
+        yield
+    except api_exceptions.NotFound as exc:
+        raise ObjectNotFoundError(f"{what}: not found") from exc
+    except api_exceptions.PreconditionFailed as exc:
+        raise PreconditionFailedError(f"{what}: generation precondition failed") from exc
+    except (api_exceptions.Unauthorized, api_exceptions.Forbidden) as exc:
+        raise StoragePermissionError(f"{what}: permission denied: {exc}") from exc
+    except (*_UNAVAILABLE, DataCorruption, InvalidResponse) as exc:
+        raise StorageUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+class GcsObjectStore:
+    """`ObjectStore` over google-cloud-storage. The client is created on first use, so importing
+    and constructing this costs nothing (and needs no credentials) until a request is made."""
+
+    def __init__(
+        self,
+        client: Any | None = None,
+        *,
+        client_factory: Callable[[], Any] | None = None,
+        timeout: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self._client = client
+        self._client_factory = client_factory or _default_client
+        self._timeout = timeout
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def stat(self, bucket: str, name: str, *, generation: int | None = None) -> ObjectInfo | None:
+        with mapped_errors(f"stat gs://{bucket}/{name}"):
+            blob = self.client.bucket(bucket).get_blob(
+                name, generation=generation, timeout=self._timeout
+            )
+        return None if blob is None else _info(blob)
+
+    def read(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
+        with mapped_errors(f"read gs://{bucket}/{name}"):
+            blob = self.client.bucket(bucket).blob(name, generation=generation)
+            return blob.download_as_bytes(timeout=self._timeout)
+
+    def write(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str],
+        if_generation_match: int,
+    ) -> ObjectInfo:
+        with mapped_errors(f"write gs://{bucket}/{name}"):
+            blob = self.client.bucket(bucket).blob(name)
+            blob.metadata = dict(metadata)
+            # A precondition makes the upload idempotent, so the library retries it on 429/5xx.
+            blob.upload_from_string(
+                data,
+                content_type=content_type,
+                if_generation_match=if_generation_match,
+                timeout=self._timeout,
+            )
+        return _info(blob)
+
+    def delete(self, bucket: str, name: str, *, if_generation_match: int) -> None:
+        with mapped_errors(f"delete gs://{bucket}/{name}"):
+            self.client.bucket(bucket).blob(name).delete(
+                if_generation_match=if_generation_match, timeout=self._timeout
+            )
+
+
+def _default_client() -> Any:
+    return gcs.Client()
+
+
+def _info(blob: Any) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=blob.bucket.name,
+        name=blob.name,
+        generation=int(blob.generation or 0),
+        size=int(blob.size or 0),
+        content_type=blob.content_type,
+        metadata=dict(blob.metadata or {}),
+    )
