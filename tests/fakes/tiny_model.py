@@ -1,0 +1,92 @@
+"""Builds tiny real TFLite models for the function's tests (TensorFlow is used here, in tests only).
+
+The model is a fixed colour classifier, so tests can predict its masks: uint8 RGB [1, H, W, 3] is
+rescaled to 0..1 inside the model and a 1x1 convolution with an identity kernel turns it into
+3-class logits (red -> 0 pet, green -> 1 background, blue -> 2 border). A second identity 1x1
+convolution keeps it a two-layer network. The argmax of the logits is the dominant channel.
+Weights are constants (no Keras, no variables), so the int8 calibrator works too.
+
+`build_tiny_model(directory, variant)` writes model.tflite + manifest.json (schema_version 1)
+and returns the manifest. Variants: "float32" (float logits) and "int8" (int8 output logits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SIZE = 128
+CLASSES = ["pet", "background", "border"]
+BUILDER_VERSION = 1  # bump when the model or manifest this module writes changes
+
+
+def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any]:
+    import tensorflow as tf
+
+    directory.mkdir(parents=True, exist_ok=True)
+    eye = tf.constant(np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3))
+    bias = tf.constant(np.zeros(3, np.float32))
+    spec = tf.TensorSpec([1, SIZE, SIZE, 3], tf.uint8, name="image")
+
+    @tf.function(input_signature=[spec])
+    def serve(image: tf.Tensor) -> tf.Tensor:
+        scaled = tf.cast(image, tf.float32) / 255.0
+        mixed = tf.nn.conv2d(scaled, eye, strides=1, padding="SAME")
+        return tf.nn.bias_add(tf.nn.conv2d(mixed, eye, strides=1, padding="SAME"), bias)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
+    output_dtype = "float32"
+    if variant == "int8":
+        rng = np.random.default_rng(0)
+
+        def representative():
+            for _ in range(8):
+                yield [rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        converter.inference_output_type = tf.int8
+        output_dtype = "int8"
+    elif variant != "float32":
+        raise ValueError(variant)
+    flatbuffer = converter.convert()
+    (directory / "model.tflite").write_bytes(flatbuffer)
+    manifest = tiny_manifest(flatbuffer, variant=variant, output_dtype=output_dtype)
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def tiny_manifest(flatbuffer: bytes, *, variant: str, output_dtype: str) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "name": "tiny-colour-classifier",
+        "version": f"20261121-000000-tiny{variant.replace('_', '')}",
+        "file": "model.tflite",
+        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+        "size_bytes": len(flatbuffer),
+        "input": {
+            "shape": [1, SIZE, SIZE, 3],
+            "dtype": "uint8",
+            "value_range": [0, 255],
+            "color": "RGB",
+            "layout": "NHWC",
+        },
+        "output": {
+            "shape": [1, SIZE, SIZE, 3],
+            "dtype": output_dtype,
+            "kind": "logits",
+            "classes": CLASSES,
+        },
+        "quantization": variant,
+        "metrics": {},
+        "training": {"dataset": "none (fixed weights)", "builder_version": BUILDER_VERSION},
+        "created": "2026-11-21T00:00:00Z",
+    }

@@ -1,0 +1,242 @@
+"""Decoding, validation, preprocessing and mask encoding."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from segmentation import imaging
+from segmentation.errors import (
+    CorruptImageError,
+    EmptyObjectError,
+    NotAnImageError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
+
+from tests.fakes.images import GREEN, RED, decode_mask, encode, halves, png_header_only
+
+SIZE = (128, 128)
+LIMIT = 4_000_000
+
+
+def decode(data: bytes, max_pixels: int = LIMIT) -> imaging.DecodedImage:
+    return imaging.decode_image(data, max_pixels=max_pixels, size=SIZE)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "params"),
+    [
+        ("JPEG", {"quality": 95}),
+        ("PNG", {}),
+        ("WEBP", {"lossless": True}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("TIFF", {}),
+    ],
+)
+def test_accepted_formats_decode_to_model_input(fmt: str, params: dict) -> None:
+    decoded = decode(encode(halves(64, 48), fmt, **params))
+    assert decoded.array.shape == (128, 128, 3)
+    assert decoded.array.dtype == np.uint8
+    assert decoded.original_size == (64, 48)
+    assert decoded.format == fmt
+    left, right = decoded.array[:, :60].mean(axis=(0, 1)), decoded.array[:, 68:].mean(axis=(0, 1))
+    assert left.argmax() == 0 and right.argmax() == 1
+
+
+def _solid(mode: str, value: object, size: tuple[int, int] = (20, 10)) -> Image.Image:
+    return Image.new(mode, size, value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "expected"),
+    [
+        (_solid("L", 100), "PNG", (100, 100, 100)),
+        (_solid("LA", (100, 255)), "PNG", (100, 100, 100)),
+        (_solid("LA", (100, 0)), "PNG", (255, 255, 255)),
+        (_solid("RGBA", (200, 10, 10, 255)), "PNG", (200, 10, 10)),
+        (_solid("RGBA", (200, 10, 10, 0)), "PNG", (255, 255, 255)),
+        (_solid("RGBA", (0, 0, 0, 128)), "PNG", (127, 127, 127)),
+        (_solid("CMYK", (0, 255, 255, 0)), "JPEG", (255, 0, 0)),
+        (_solid("CMYK", (0, 255, 255, 0)), "TIFF", (255, 0, 0)),
+        (_solid("I;16", 65535), "PNG", (255, 255, 255)),
+        (_solid("I;16", 257 * 40), "TIFF", (40, 40, 40)),
+        (_solid("I", 30000), "TIFF", (117, 117, 117)),
+        (_solid("F", 0.5), "TIFF", (128, 128, 128)),
+        (_solid("F", 200.0), "TIFF", (200, 200, 200)),
+        (_solid("1", 1), "PNG", (255, 255, 255)),
+        (_solid("1", 0), "BMP", (0, 0, 0)),
+        (_solid("RGB", (10, 20, 30)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", None),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_modes_convert_to_rgb(
+    image: Image.Image, fmt: str, expected: tuple[int, int, int] | None
+) -> None:
+    data = encode(image, fmt)
+    decoded = decode(data)
+    assert decoded.array.shape == (128, 128, 3)
+    if expected is None:
+        expected = tuple(np.asarray(image.convert("RGB"))[0, 0])
+    tolerance = 6 if fmt == "JPEG" else 1
+    assert np.abs(decoded.array.astype(int) - np.array(expected)).max() <= tolerance
+
+
+def test_palette_with_transparency_is_composited_over_white() -> None:
+    image = Image.new("P", (8, 8), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0])
+    data = encode(image, "PNG", transparency=1)
+    assert (decode(data).array == 255).all()
+
+
+def test_first_frame_of_an_animation() -> None:
+    frames = [Image.new("RGB", (16, 16), RED), Image.new("RGB", (16, 16), GREEN)]
+    for fmt in ("GIF", "WEBP"):
+        buffer = io.BytesIO()
+        frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=50, loop=0)
+        array = decode(buffer.getvalue()).array
+        assert array.mean(axis=(0, 1)).argmax() == 0, fmt
+
+
+def _with_orientation(image: Image.Image, orientation: int, fmt: str = "JPEG") -> bytes:
+    exif = Image.Exif()
+    exif[imaging.EXIF_ORIENTATION] = orientation
+    return encode(image, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_exif_transpose(orientation: int) -> None:
+    pixels = np.zeros((60, 90, 3), np.uint8)  # asymmetric: a red block top-left, green bottom
+    pixels[:20, :30] = RED
+    pixels[40:, :] = GREEN
+    data = _with_orientation(Image.fromarray(pixels), orientation, fmt="PNG")
+    decoded = decode(data)
+    reference = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    assert decoded.original_size == reference.size
+    assert decoded.orientation == orientation
+    expected = np.asarray(reference.resize(SIZE, imaging.RESAMPLE))
+    assert np.abs(decoded.array.astype(int) - expected).max() <= 2
+
+
+def test_big_jpeg_is_decoded_in_draft_mode_but_keeps_its_size() -> None:
+    data = encode(halves(2000, 1200), "JPEG", quality=90)
+    decoded = decode(data)
+    assert decoded.original_size == (2000, 1200)
+    assert decoded.decoded_size == (250, 150)  # the 1/8 DCT scale: smallest still >= 128
+    assert min(decoded.decoded_size) >= 128
+
+
+def test_rotated_jpeg_reports_the_oriented_original_size() -> None:
+    decoded = decode(_with_orientation(halves(600, 300), 6))
+    assert decoded.original_size == (300, 600)
+    assert decoded.decoded_size == (150, 300)
+
+
+def test_pixel_limit_is_checked_from_the_header() -> None:
+    with pytest.raises(TooManyPixelsError, match="3000x2000 = 6000000 pixels exceeds"):
+        decode(png_header_only(3000, 2000), max_pixels=LIMIT)
+    with pytest.raises(TooManyPixelsError, match="pixels"):  # beyond Pillow's own guard too
+        decode(png_header_only(40000, 40000), max_pixels=LIMIT)
+    with pytest.raises(TooManyPixelsError):
+        decode(encode(halves(64, 48), "PNG"), max_pixels=64 * 48 - 1)
+    assert decode(encode(halves(64, 48), "PNG"), max_pixels=64 * 48).original_size == (64, 48)
+
+
+def test_pillow_decompression_bomb_guard_maps_to_too_many_pixels() -> None:
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        imaging.configure_pillow(1000)
+        with pytest.raises(TooManyPixelsError):
+            decode(png_header_only(100, 100), max_pixels=10**9)  # > 2x Pillow's limit
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF"])
+def test_truncated_images_are_corrupt(fmt: str) -> None:
+    data = encode(
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)), fmt
+    )
+    with pytest.raises(CorruptImageError):
+        decode(data[: len(data) // 2])
+
+
+def test_zero_sized_header_is_corrupt() -> None:
+    with pytest.raises((CorruptImageError, NotAnImageError)):
+        decode(png_header_only(0, 10))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"hello, world",
+        b"<!DOCTYPE html><html><body>not an image</body></html>",
+        bytes(range(256)) * 4,
+        b'{"json": true}',
+    ],
+)
+def test_non_images_are_rejected(data: bytes) -> None:
+    with pytest.raises(NotAnImageError):
+        decode(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>',
+        b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+        b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1",
+        b"8BPS\x00\x01" + b"\x00" * 40,
+        b"%PDF-1.7\n",
+    ],
+)
+def test_recognised_but_unsupported_formats(data: bytes) -> None:
+    with pytest.raises(UnsupportedFormatError):
+        decode(data)
+
+
+def test_other_pillow_formats_are_not_accepted() -> None:
+    with pytest.raises(UnsupportedFormatError):
+        decode(encode(halves(32, 32), "ICO"))
+    with pytest.raises(NotAnImageError):
+        decode(encode(halves(32, 32), "PPM"))
+
+
+def test_empty_bytes() -> None:
+    with pytest.raises(EmptyObjectError):
+        decode(b"")
+
+
+def test_mask_is_a_palette_png_of_class_indices() -> None:
+    class_map = np.zeros((128, 128), np.uint8)
+    class_map[:, 64:] = 1
+    class_map[:8] = 2
+    data = imaging.encode_mask(class_map, (300, 200))
+    mask = decode_mask(data)
+    assert mask.format == "PNG" and mask.mode == "P" and mask.size == (300, 200)
+    values = np.asarray(mask)
+    assert set(np.unique(values)) == {0, 1, 2}
+    assert (values[20:, :149] == 0).all() and (values[20:, 151:] == 1).all()
+    assert (values[:12] == 2).all()
+    palette = mask.getpalette()[:9]
+    assert palette == [c for colour in imaging.PALETTE for c in colour]
+
+
+def test_mask_nearest_resize_never_invents_classes() -> None:
+    rng = np.random.default_rng(3)
+    class_map = rng.integers(0, 3, (128, 128), dtype=np.uint8)
+    for size in [(1, 1), (127, 129), (1000, 37)]:
+        values = np.asarray(decode_mask(imaging.encode_mask(class_map, size)))
+        assert values.shape == (size[1], size[0])
+        assert set(np.unique(values)) <= {0, 1, 2}
+    same = np.asarray(decode_mask(imaging.encode_mask(class_map, (128, 128))))
+    assert (same == class_map).all()
+
+
+def test_mask_rejects_non_2d_input() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        imaging.encode_mask(np.zeros((1, 128, 128), np.uint8), (10, 10))
