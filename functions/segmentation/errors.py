@@ -145,6 +145,12 @@ class ModelContractError(ModelError):
     reason = "model_contract"
 
 
+class OutputBucketMissingError(ConfigurationError):
+    """OUTPUT_BUCKET does not exist (an upload answered 404)."""
+
+    reason = "output_bucket_missing"
+
+
 class StoragePermissionError(ConfigurationError):
     """Cloud Storage answered 401/403: the service account lacks a role."""
 

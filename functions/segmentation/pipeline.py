@@ -94,7 +94,7 @@ def process_event(
             f"{obj.uri} is in OUTPUT_BUCKET; refusing to write where uploads trigger us"
         )
     outputs = _Outputs.for_object(settings.output_bucket, obj.name)
-    job = _Job(event, obj, store, settings, timings or Timings(), outputs)
+    job = _Job(event, obj, store, settings, timings if timings is not None else Timings(), outputs)
     with job.timings.measure("check"):
         mask = store.stat(outputs.bucket, outputs.mask)
         error = store.stat(outputs.bucket, outputs.error)
@@ -103,8 +103,6 @@ def process_event(
         return settled
     try:
         return _segment(job, model, existing_mask=mask)
-    except ObjectNotFoundError:
-        return Result(Outcome.OBJECT_GONE, f"{obj.uri}#{obj.generation} is gone (deleted/replaced)")
     except InputError as exc:
         return _record_error(job, exc, existing_error=error)
 
@@ -127,15 +125,18 @@ def _settled(obj: StorageObject, *existing: ObjectInfo | None) -> Result | None:
 
 def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo | None) -> Result:
     obj, settings, timings = job.obj, job.settings, job.timings
-    with timings.measure("download"):
-        data = storage.download_input(
-            job.store,
-            obj.bucket,
-            obj.name,
-            generation=obj.generation,
-            size=obj.size,
-            max_bytes=settings.max_image_bytes,
-        )
+    try:
+        with timings.measure("download"):
+            data = storage.download_input(
+                job.store,
+                obj.bucket,
+                obj.name,
+                generation=obj.generation,
+                size=obj.size,
+                max_bytes=settings.max_image_bytes,
+            )
+    except ObjectNotFoundError:
+        return Result(Outcome.OBJECT_GONE, f"{obj.uri}#{obj.generation} is gone (deleted/replaced)")
     model = _get_model(model_source, timings)
     with timings.measure("decode"):
         decoded = imaging.decode_image(
@@ -235,9 +236,8 @@ def _publish(
             source_generation=generation,
             existing=existing,
         )
-        if not written.written or written.info is None:
-            info = written.info
-            if info is not None and info.source_generation == generation:
+        if not written.written:
+            if written.info.source_generation == generation:
                 return Result(Outcome.DUPLICATE, "written concurrently by another delivery", uri)
             return Result(Outcome.SUPERSEDED, "a newer generation was written concurrently", uri)
         other_name = job.outputs.error if name == job.outputs.mask else job.outputs.mask

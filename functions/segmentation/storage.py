@@ -3,8 +3,7 @@ and the generation-guarded reads and writes the pipeline is built on.
 
 Everything above this module sees only `ObjectStore` and the exceptions in `errors`: a 404 is
 `ObjectNotFoundError`, a 412 `PreconditionFailedError`, 401/403 `StoragePermissionError`, and
-429/5xx/timeouts/connection failures `StorageUnavailableError`. Tests use an in-memory store with
-the same interface that enforces generation preconditions (tests/fakes/storage.py).
+429/5xx/timeouts/connection failures `StorageUnavailableError` (tests/fakes/storage.py mimics it).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from segmentation.errors import (
     EmptyObjectError,
     ImageTooLargeError,
     ObjectNotFoundError,
+    OutputBucketMissingError,
     PreconditionFailedError,
     StoragePermissionError,
     StorageUnavailableError,
@@ -95,7 +95,8 @@ class ObjectStore(Protocol):
         if_generation_match: int,
     ) -> ObjectInfo:
         """Creates/replaces the object only if its generation is `if_generation_match` (0: absent);
-        raises `PreconditionFailedError` otherwise."""
+        raises `PreconditionFailedError` otherwise, `ObjectNotFoundError` if the bucket is
+        missing."""
 
     def delete(self, bucket: str, name: str, *, if_generation_match: int) -> None:
         """Deletes the object only at that generation; raises `ObjectNotFoundError` or
@@ -126,17 +127,14 @@ def output_name(prefix: str, source_name: str, suffix: str) -> str:
     """
     plain = f"{prefix}{source_name}{suffix}"
     segments = source_name.split("/")
-    if len(plain.encode()) <= MAX_OBJECT_NAME_BYTES and not _has_dot_segment(segments):
+    has_dot_segment = any(segment in (".", "..") for segment in segments)
+    if len(plain.encode()) <= MAX_OBJECT_NAME_BYTES and not has_dot_segment:
         return plain
     escaped = "/".join(_escape_dot_segment(segment) for segment in segments)
     digest = hashlib.sha256(source_name.encode()).hexdigest()[:HASH_HEX_CHARS]
     tail = f"~{digest}{suffix}"
     budget = MAX_OBJECT_NAME_BYTES - len(prefix.encode()) - len(tail.encode())
     return f"{prefix}{_truncate_utf8(escaped, budget)}{tail}"
-
-
-def _has_dot_segment(segments: list[str]) -> bool:
-    return any(segment in (".", "..") for segment in segments)
 
 
 def _escape_dot_segment(segment: str) -> str:
@@ -186,11 +184,10 @@ def check_size(size: int, max_bytes: int) -> None:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """`written` True: `info` is ours. False: `info` is the existing object that wins (same or
-    newer source generation), or None when it vanished while we looked."""
+    """`info` is what we wrote, or (not `written`) the object with the same or newer source."""
 
     written: bool
-    info: ObjectInfo | None
+    info: ObjectInfo
 
 
 def write_if_newer(
@@ -225,6 +222,8 @@ def write_if_newer(
         except PreconditionFailedError:
             existing = store.stat(bucket, name)
             continue
+        except ObjectNotFoundError as exc:  # an upload only 404s when the bucket is missing
+            raise OutputBucketMissingError(f"bucket {bucket} does not exist") from exc
         return WriteResult(written=True, info=info)
     raise WriteConflictError(f"gs://{bucket}/{name}: lost {WRITE_ATTEMPTS} write races in a row")
 

@@ -13,6 +13,8 @@ from PIL import Image
 from segmentation import storage
 from segmentation.errors import (
     ModelIntegrityError,
+    ObjectNotFoundError,
+    OutputBucketMissingError,
     PreconditionFailedError,
     StoragePermissionError,
     StorageUnavailableError,
@@ -392,6 +394,16 @@ def test_permission_errors_are_configuration_errors(h: Harness) -> None:
     with pytest.raises(StoragePermissionError):
         h.deliver()
     assert h.summaries()[0]["outcome"] == "configuration_error"
+
+
+def test_missing_output_bucket_is_a_configuration_error_not_object_gone(h: Harness) -> None:
+    h.upload(halves_png())
+    h.store.fail_next("write", ObjectNotFoundError("404: bucket"))
+    with pytest.raises(OutputBucketMissingError):
+        h.deliver()
+    [summary] = h.summaries()
+    assert summary["outcome"] == "configuration_error"
+    assert summary["reason"] == "output_bucket_missing"
 
 
 def test_unexpected_exceptions_are_raised_and_logged_with_the_traceback(h: Harness) -> None:
