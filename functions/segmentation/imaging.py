@@ -104,10 +104,10 @@ def decode_image(data: bytes, *, max_pixels: int, size: tuple[int, int]) -> Deco
         raise TooManyPixelsError(
             f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
         )
-    orientation = _orientation(image)
+    _load(image, draft_target=max(size))
+    orientation = _orientation(image)  # after load: a PNG may carry eXIf after its pixel data
     swaps = orientation in _SWAPS_AXES
     resize_to = (size[1], size[0]) if swaps else size
-    _load(image, draft_target=max(size))
     decoded_size = (image.size[1], image.size[0]) if swaps else image.size
     small = _resize(_to_resizable(image), resize_to)
     if orientation in ORIENTATION_TRANSPOSE:
