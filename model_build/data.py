@@ -124,10 +124,16 @@ def _tfds_splits(config: DataConfig) -> Splits:
     return Splits(
         train.map(to_example, num_parallel_calls=tf.data.AUTOTUNE),
         test.map(to_example, num_parallel_calls=tf.data.AUTOTUNE),
-        info.splits["train"].num_examples,
-        info.splits["test"].num_examples,
+        _split_size(train, info, "train"),
+        _split_size(test, info, "test"),
         description,
     )
+
+
+def _split_size(dataset: tf.data.Dataset, info: Any, split: str) -> int:
+    """tfds datasets carry their cardinality; the dataset info is the fallback."""
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality >= 0 else info.splits[split].num_examples
 
 
 def tfds_example(image: tf.Tensor, trimap: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,11 @@ class TrainConfig:
         return self.checkpoint_dir or str(Path(self.out) / "checkpoints")
 
 
-def train(config: TrainConfig) -> Path:
-    """Trains (or resumes, or skips a finished run) and returns the saved Keras model's path."""
+def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
+    """Trains (or resumes, or skips a finished run) and returns the saved Keras model's path.
+
+    `extra_callbacks` run after the checkpoint callback (progress hooks, tests).
+    """
     out = Path(config.out)
     final_path = out / KERAS_MODEL
     store = CheckpointStore(config.checkpoint_uri)
@@ -105,7 +109,7 @@ def train(config: TrainConfig) -> Path:
             if unfreeze:
                 set_encoder_trainable(model, True)
             _compile(model, learning_rate)
-        callbacks = _callbacks(config, store, state, phase, out)
+        callbacks = [*_callbacks(config, store, state, phase, out), *extra_callbacks]
         model.fit(
             train_batches,
             validation_data=val_batches,

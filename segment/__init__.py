@@ -1,0 +1,1 @@
+"""Local tooling: emulators, the local stack and the `segment` command."""

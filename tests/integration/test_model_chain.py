@@ -1,0 +1,102 @@
+"""`python -m model_build all` end to end on tiny synthetic data, and the runtimes the function
+supports loading what the manifest chose."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from model_build import manifest as manifest_lib
+from model_build.convert import VARIANTS
+from tests.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TFLITE_PYTHON = REPO_ROOT / ".venv-tflite" / "bin" / "python"
+
+# Runs in the Python 3.11 virtualenv that has tflite-runtime 2.14 (numpy<2) and nothing else.
+TFLITE_RUNTIME_PROBE = """
+import json, sys
+import numpy as np
+from tflite_runtime.interpreter import Interpreter
+out = {}
+for path in sys.argv[1:]:
+    try:
+        it = Interpreter(model_path=path, num_threads=1)
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        x = np.random.default_rng(0).integers(0, 256, i["shape"], dtype=np.uint8)
+        it.set_tensor(i["index"], x)
+        it.invoke()
+        out[path] = {"ok": True, "classes": it.get_tensor(o["index"])[0].argmax(-1).tolist()}
+    except Exception as exc:
+        out[path] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(out))
+"""
+
+
+def _litert_classes(path, image):
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], image)
+    interpreter.invoke()
+    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return output[0].argmax(-1)
+
+
+def test_the_chain_produces_a_model_directory_with_real_metrics(model_run_dir):
+    evaluation = json.loads((model_run_dir / "evaluation.json").read_text())
+    assert set(evaluation["variants"]) == set(VARIANTS)
+    for name in VARIANTS:
+        assert (model_run_dir / "tflite" / f"{name}.tflite").stat().st_size > 1_000_000
+
+    model_bytes, chosen = manifest_lib.read_model_dir(model_run_dir / "model")
+    picked = evaluation["variants"][chosen["quantization"]]
+    # The manifest's figures are the evaluation's, for the variant whose bytes it describes.
+    assert chosen["metrics"]["tflite"]["miou"] == picked["miou"]
+    assert chosen["metrics"]["tflite"]["latency_ms"] == picked["latency_ms"]
+    assert chosen["metrics"]["keras"] == evaluation["keras"]
+    assert chosen["metrics"]["data"]["examples"] == 12
+    variant_bytes = (model_run_dir / "tflite" / f"{chosen['quantization']}.tflite").read_bytes()
+    assert model_bytes == variant_bytes
+    assert chosen["training"]["epochs"] == 2 and chosen["training"]["dataset"] == "synthetic"
+    assert chosen["selection"]["tolerance_miou_points"] == 1.0
+    # float32 is the Keras graph itself: its masks agree with Keras almost everywhere.
+    assert evaluation["variants"]["float32"]["agreement_with_keras"] > 0.99
+
+
+def test_litert_loads_the_chosen_model_with_the_manifest_contract(tflite_model_dir):
+    _, chosen = manifest_lib.read_model_dir(tflite_model_dir)
+    interpreter = Interpreter(model_path=str(tflite_model_dir / "model.tflite"))
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    assert detail["shape"].tolist() == chosen["input"]["shape"]
+    assert np.dtype(detail["dtype"]).name == chosen["input"]["dtype"]
+    output = interpreter.get_output_details()[0]
+    assert output["shape"].tolist() == chosen["output"]["shape"]
+
+
+def test_tflite_runtime_loads_what_the_manifest_chooses(model_run_dir):
+    if not TFLITE_PYTHON.exists():
+        pytest.fail(".venv-tflite is missing: `make setup` builds it")
+    chosen = json.loads((model_run_dir / "model" / "manifest.json").read_text())
+    paths = [str(model_run_dir / "model" / "model.tflite")]
+    paths += [str(model_run_dir / "tflite" / f"{v}.tflite") for v in VARIANTS]
+    result = subprocess.run(
+        [str(TFLITE_PYTHON), "-c", TFLITE_RUNTIME_PROBE, *paths],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    loaded = json.loads(result.stdout)
+    assert loaded[paths[0]]["ok"], f"tflite-runtime cannot load the chosen model: {loaded[paths[0]]}"
+    # tflite-runtime and LiteRT give the same masks for the chosen model.
+    image = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
+    litert = _litert_classes(paths[0], image)
+    assert np.mean(np.array(loaded[paths[0]]["classes"]) == litert) > 0.99
+    print(chosen["quantization"], {p.rsplit("/", 1)[-1]: r["ok"] for p, r in loaded.items()})

@@ -1,0 +1,97 @@
+import copy
+import json
+
+import pytest
+
+from model_build import manifest
+from model_build.evaluate import select_variant
+from model_build.manifest import ManifestError
+
+from .fabricate import evaluation, model_dir, variant
+
+
+def test_selection_picks_the_fastest_variant_within_tolerance():
+    results = {
+        "float32": variant("float32", 0.800, 50, 27),
+        "float16": variant("float16", 0.799, 52, 26),
+        "dynamic_range": variant("dynamic_range", 0.792, 40, 21),
+        "int8": variant("int8", 0.770, 16, 10),  # fastest, but 3 points below Keras
+    }
+    chosen = select_variant(results, keras_miou=0.800, tolerance_points=1.0, threads=2)
+    assert chosen.variant == "dynamic_range" and chosen.within_tolerance
+    loose = select_variant(results, keras_miou=0.800, tolerance_points=5.0, threads=2)
+    assert loose.variant == "int8"
+
+
+def test_selection_uses_the_requested_thread_count():
+    results = {
+        "a": variant("a", 0.8, ms_1=10, ms_2=30),
+        "b": variant("b", 0.8, ms_1=20, ms_2=12),
+    }
+    assert select_variant(results, 0.8, threads=1).variant == "a"
+    assert select_variant(results, 0.8, threads=2).variant == "b"
+
+
+def test_selection_falls_back_to_the_most_accurate_and_says_so():
+    results = {"x": variant("x", 0.5, 10, 5), "y": variant("y", 0.6, 20, 10)}
+    chosen = select_variant(results, keras_miou=0.9)
+    assert chosen.variant == "y" and not chosen.within_tolerance
+    assert "no variant within" in chosen.reason
+
+
+def test_the_tolerance_boundary_is_inclusive():
+    results = {"q": variant("q", 0.79, 1, 1)}
+    assert select_variant(results, keras_miou=0.80, tolerance_points=1.0).within_tolerance
+
+
+def test_manifest_is_schema_valid_and_self_consistent(tmp_path):
+    path, chosen = model_dir(tmp_path / "model", b"payload")
+    on_disk = json.loads((path / "manifest.json").read_text())
+    assert on_disk == chosen
+    assert chosen["sha256"] == manifest.sha256_hex(b"payload")
+    assert chosen["version"].endswith(chosen["sha256"][:8])
+    assert chosen["output"]["classes"] == ["pet", "background", "border"]
+    assert chosen["input"] == {
+        "shape": [1, 128, 128, 3],
+        "dtype": "uint8",
+        "value_range": [0, 255],
+        "color": "RGB",
+        "layout": "NHWC",
+    }
+    assert chosen["metrics"]["tflite"]["miou"] == evaluation().variants["int8"].miou
+    assert set(chosen["selection"]["candidates"]) == {"float32", "int8"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("sha256",), "xyz", "sha256"),
+        (("input", "dtype"), "int64", "input/dtype"),
+        (("quantization",), "int4", "quantization"),
+        (("metrics", "tflite", "miou"), 1.5, "metrics/tflite/miou"),
+    ],
+)
+def test_schema_rejects_bad_fields_and_names_them(tmp_path, path, value, field):
+    _, chosen = model_dir(tmp_path / "model")
+    broken = copy.deepcopy(chosen)
+    target = broken
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ManifestError, match=field):
+        manifest.validate(broken)
+
+
+def test_schema_rejects_a_missing_field(tmp_path):
+    _, chosen = model_dir(tmp_path / "model")
+    del chosen["training"]
+    with pytest.raises(ManifestError, match="training"):
+        manifest.validate(chosen)
+
+
+def test_read_model_dir_detects_a_tampered_model(tmp_path):
+    path, _ = model_dir(tmp_path / "model")
+    manifest.read_model_dir(path)
+    (path / "model.tflite").write_bytes(b"tampered")
+    with pytest.raises(ManifestError, match="sha256"):
+        manifest.read_model_dir(path)
