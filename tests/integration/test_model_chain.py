@@ -3,7 +3,6 @@ supports loading what the manifest chose."""
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -94,7 +93,8 @@ def test_tflite_runtime_loads_what_the_manifest_chooses(model_run_dir):
         check=True,
     )
     loaded = json.loads(result.stdout)
-    assert loaded[paths[0]]["ok"], f"tflite-runtime cannot load the chosen model: {loaded[paths[0]]}"
+    chosen_result = loaded[paths[0]]
+    assert chosen_result["ok"], f"tflite-runtime cannot load the chosen model: {chosen_result}"
     # tflite-runtime and LiteRT give the same masks for the chosen model.
     image = np.random.default_rng(0).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
     litert = _litert_classes(paths[0], image)

@@ -28,7 +28,8 @@ def test_publish_uploads_a_version_and_moves_latest(bucket, tmp_path):
             f"models/unet/{version}/model.tflite",
         ]
     )
-    assert bucket.blob(f"models/unet/{version}/model.tflite").download_as_bytes() == b"model-bytes-1"
+    uploaded = bucket.blob(f"models/unet/{version}/model.tflite").download_as_bytes()
+    assert uploaded == b"model-bytes-1"
     pointer = publish_lib.read_latest(f"gs://{bucket.name}/models")
     assert pointer["version"] == version
     assert pointer["path"] == f"gs://{bucket.name}/models/unet/{version}"

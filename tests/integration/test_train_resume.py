@@ -12,7 +12,7 @@ from model_build.train import TrainConfig, train
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-class Preempted(Exception):
+class PreemptedError(Exception):
     pass
 
 
@@ -25,7 +25,7 @@ class PreemptAfter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 >= self.epochs:
-            raise Preempted(f"preempted after epoch {epoch + 1}")
+            raise PreemptedError(f"preempted after epoch {epoch + 1}")
 
 
 class CountEpochs(keras.callbacks.Callback):
@@ -49,7 +49,7 @@ def test_training_resumes_from_the_latest_gcs_checkpoint(bucket, tmp_path):
         encoder_weights=None,
         bn_recalibration_steps=1,
     )
-    with pytest.raises(Preempted):
+    with pytest.raises(PreemptedError):
         train(config, extra_callbacks=[PreemptAfter(1)])
     store = CheckpointStore(config.checkpoint_uri)
     state = store.load_state()

@@ -1,0 +1,128 @@
+"""cloudbuild.yaml: the vendored JSON schema, gcloud's own parser, and the lint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tools.iac import check_cloudbuild
+from tools.iac.check_cloudbuild import CLOUDBUILD, gcloud_parse, jsonschema_check, lint, load
+
+BROKEN_FIELD = """steps:
+  - id: hello
+    name: gcr.io/cloud-builders/gcloud
+    argz: ['version']
+"""
+BROKEN_YAML = "steps: [\n"
+BROKEN_SUBSTITUTION_KEY = """steps:
+  - id: hello
+    name: gcr.io/cloud-builders/gcloud
+    args: ['version']
+substitutions:
+  REGION: us-central1
+"""
+
+
+def test_schema_accepts_cloudbuild_yaml():
+    ok, output = jsonschema_check()
+    assert ok, output
+
+
+def test_schema_rejects_unknown_step_field(tmp_path: Path):
+    path = tmp_path / "cloudbuild.yaml"
+    path.write_text(BROKEN_FIELD)
+    ok, output = jsonschema_check(path)
+    assert not ok
+    assert "argz" in output
+
+
+def test_gcloud_parses_cloudbuild_yaml(gcloud_bin: str):
+    ok, output = gcloud_parse()
+    assert ok, output
+    assert "active account" in output  # it got past parsing, to the credentials check
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (BROKEN_FIELD, ".steps[0].argz: unused"),
+        (BROKEN_YAML, "parsing"),
+        (BROKEN_SUBSTITUTION_KEY, "does not respect format"),
+    ],
+    ids=["unknown-field", "bad-yaml", "bad-substitution-key"],
+)
+def test_gcloud_rejects_broken_file(gcloud_bin: str, tmp_path: Path, text: str, expected: str):
+    path = tmp_path / "cloudbuild.yaml"
+    path.write_text(text)
+    ok, output = gcloud_parse(path)
+    assert not ok
+    assert expected in output
+
+
+def test_lint_accepts_cloudbuild_yaml():
+    assert lint(load()) == []
+
+
+def test_cloudbuild_contract():
+    doc = load()
+    subs = doc["substitutions"]
+    for name in ("_REGION", "_PREFIX", "_TF_STATE_BUCKET", "_TRAIN", "_APPLY"):
+        assert name in subs
+    assert subs["_TRAIN"] == "false"
+    ids = [s["id"] for s in doc["steps"]]
+    for wanted in ("test", "iac-checks", "terraform-init", "terraform-plan", "terraform-apply"):
+        assert wanted in ids
+    assert ids[-1] == "train"
+    init = next(s for s in doc["steps"] if s["id"] == "terraform-init")
+    assert '-backend-config="bucket=${_TF_STATE_BUCKET}"' in init["args"][-1]
+    images = {s["name"] for s in doc["steps"]}
+    assert images <= {
+        "hashicorp/terraform:1.11.4",
+        "python:3.12",
+        "gcr.io/cloud-builders/gcloud",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d["steps"][0].pop("id"), "step 0 has no id"),
+        (lambda d: d["steps"][1].update(id=d["steps"][0]["id"]), "duplicate step id"),
+        (lambda d: d["steps"][2].update(waitFor=["nope"]), "waits for unknown or later step"),
+        (lambda d: d["steps"][0].update(name="ubuntu"), "not in the allow-list"),
+        (lambda d: d["steps"][0].update(name="hashicorp/terraform:latest"), "allow-list"),
+        (lambda d: d["steps"][0]["args"].append("${_UNDECLARED}"), "$_UNDECLARED is used"),
+        (lambda d: d["substitutions"].update(_UNUSED="x"), "_UNUSED is declared but never used"),
+        (lambda d: d["substitutions"].update(_TRAIN="true"), "_TRAIN must default to 'false'"),
+    ],
+    ids=[
+        "missing-id",
+        "duplicate-id",
+        "bad-waitfor",
+        "unknown-image",
+        "unpinned-terraform",
+        "undeclared-substitution",
+        "unused-substitution",
+        "train-by-default",
+    ],
+)
+def test_lint_flags(change, expected: str):
+    doc = load()
+    change(doc)
+    assert any(expected in p for p in lint(doc)), lint(doc)
+
+
+def test_escaped_dollars_are_not_substitutions():
+    doc = {"steps": [{"id": "a", "name": "python:3.12", "args": ["echo $$HOME $${X} $BUILD_ID"]}]}
+    assert check_cloudbuild.used_substitutions(doc) == {"BUILD_ID"}
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert check_cloudbuild.main([]) == 0
+    broken = tmp_path / "cloudbuild.yaml"
+    shutil.copy(CLOUDBUILD, broken)
+    broken.write_text(broken.read_text().replace("waitFor: ['setup']", "waitFor: ['nope']", 1))
+    assert check_cloudbuild.main([str(broken)]) == 1
+    assert "nope" in capsys.readouterr().out
