@@ -1,0 +1,180 @@
+variable "project_id" {
+  type        = string
+  description = "Project that owns the function."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the function (and of its Artifact Registry repository)."
+}
+
+variable "prefix" {
+  type        = string
+  description = "Name prefix: the function is <prefix>-segment-image."
+}
+
+variable "service_account_prefix" {
+  type        = string
+  description = "Prefix of the service account ids (<p>-fn, <p>-fn-build, <p>-push); at most 21 characters so that the ids fit in 30."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,19}[a-z0-9]$", var.service_account_prefix))
+    error_message = "service_account_prefix must be 4-21 characters: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels added to the function and its repository."
+  default     = {}
+}
+
+variable "source_dir" {
+  type        = string
+  description = "Directory zipped as the function's source (the repository's functions/: main.py, requirements.txt, the segmentation package)."
+}
+
+variable "archive_output_path" {
+  type        = string
+  description = "Where the zip of source_dir is written locally before upload (an ignored build directory)."
+}
+
+variable "source_bucket" {
+  type        = string
+  description = "Bucket the source zip is uploaded to, as function/source-<content hash>.zip."
+}
+
+variable "input_bucket" {
+  type        = string
+  description = "Bucket the function reads uploads from (granted roles/storage.objectViewer)."
+}
+
+variable "output_bucket" {
+  type        = string
+  description = "Bucket the function writes masks and error records to (granted roles/storage.objectUser)."
+}
+
+variable "models_bucket" {
+  type        = string
+  description = "Bucket the function loads the model from (granted roles/storage.objectViewer)."
+}
+
+variable "model_uri" {
+  type        = string
+  description = "MODEL_URI of the function: gs://<models>/unet/<version>, or gs://<models>/unet/latest to follow the unet/latest.json pointer."
+}
+
+variable "runtime" {
+  type        = string
+  description = "Cloud Functions runtime (DESIGN decision 1: Python 3.12)."
+  default     = "python312"
+}
+
+variable "entry_point" {
+  type        = string
+  description = "Python function functions-framework serves."
+  default     = "segment_image"
+}
+
+variable "memory" {
+  type        = string
+  description = "Memory per instance (e.g. \"1Gi\"): a 40 MP image decodes to ~120 MB RGB, plus the model and the mask."
+  default     = "1Gi"
+}
+
+variable "cpu" {
+  type        = string
+  description = "vCPUs per instance (e.g. \"1\", \"2\"); must fit the memory (Cloud Run CPU/memory limits)."
+  default     = "1"
+}
+
+variable "max_instances" {
+  type        = number
+  description = "Upper bound on concurrently running instances (cost and quota guard)."
+  default     = 10
+
+  validation {
+    condition     = var.max_instances >= 1
+    error_message = "max_instances must be >= 1."
+  }
+}
+
+variable "min_instances" {
+  type        = number
+  description = "Instances kept warm (0 = scale to zero; each warm instance is billed)."
+  default     = 0
+
+  validation {
+    condition     = var.min_instances >= 0
+    error_message = "min_instances must be >= 0."
+  }
+}
+
+variable "concurrency" {
+  type        = number
+  description = "Requests one instance serves at a time. 1 keeps the memory bound simple (one image at a time); more needs cpu >= 1 and more memory."
+  default     = 1
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000
+    error_message = "concurrency must be between 1 and 1000."
+  }
+}
+
+variable "timeout_seconds" {
+  type        = number
+  description = "Request timeout; the push subscription's ack deadline follows it (at most 600 s)."
+  default     = 300
+
+  validation {
+    condition     = var.timeout_seconds >= 10 && var.timeout_seconds <= 600
+    error_message = "timeout_seconds must be between 10 and 600 (the Pub/Sub push ack deadline limit)."
+  }
+}
+
+variable "max_image_bytes" {
+  type        = number
+  description = "MAX_IMAGE_BYTES: larger uploads get an error record instead of a mask."
+  default     = 20971520
+}
+
+variable "max_image_pixels" {
+  type        = number
+  description = "MAX_IMAGE_PIXELS: decompression-bomb guard."
+  default     = 40000000
+}
+
+variable "num_threads" {
+  type        = number
+  description = "NUM_THREADS: LiteRT interpreter threads."
+  default     = 2
+}
+
+variable "log_level" {
+  type        = string
+  description = "LOG_LEVEL of the function."
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "extra_env_vars" {
+  type        = map(string)
+  description = "More environment variables for the function (cannot override the ones above)."
+  default     = {}
+}
+
+variable "artifact_retention_count" {
+  type        = number
+  description = "Function images kept in the Artifact Registry repository (older ones are cleaned up)."
+  default     = 5
+}
+
+variable "kms_key_name" {
+  type        = string
+  description = "Optional CMEK key for the function's image repository; null = Google-managed keys."
+  default     = null
+}

@@ -1,0 +1,177 @@
+variable "project_id" {
+  type        = string
+  description = "Project that owns the VM and its network."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the VM's subnet, router and Cloud NAT."
+}
+
+variable "zone" {
+  type        = string
+  description = "Zone of the VM; must offer the chosen GPU type (us-central1-a/b/c/f offer T4)."
+}
+
+variable "prefix" {
+  type        = string
+  description = "Name prefix: the VM is <prefix>-trainer, its network <prefix>-training."
+}
+
+variable "service_account_prefix" {
+  type        = string
+  description = "Prefix of the VM's service account id (<p>-trainer); at most 21 characters."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,19}[a-z0-9]$", var.service_account_prefix))
+    error_message = "service_account_prefix must be 4-21 characters: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Labels added to the VM and its disk."
+  default     = {}
+}
+
+variable "models_bucket" {
+  type        = string
+  description = "Models bucket: tfds/ cache, checkpoints/<run-id>/, the published unet/<version>/, runs/<run-id>/ markers and logs (the VM gets roles/storage.objectUser on it)."
+}
+
+variable "source_bucket" {
+  type        = string
+  description = "Bucket the training source archive is uploaded to (the VM gets roles/storage.objectViewer on it)."
+}
+
+variable "source_dir" {
+  type        = string
+  description = "Directory zipped as the training source: the repository's model_build/ package (with requirements-gpu.txt)."
+}
+
+variable "archive_output_path" {
+  type        = string
+  description = "Where the zip of source_dir is written locally before upload (an ignored build directory)."
+}
+
+variable "machine_type" {
+  type        = string
+  description = "Machine type; T4/P4/V100/P100 attach to N1 machine types only."
+  default     = "n1-standard-8"
+}
+
+variable "gpu_type" {
+  type        = string
+  description = "Accelerator type attached to the VM."
+  default     = "nvidia-tesla-t4"
+}
+
+variable "gpu_count" {
+  type        = number
+  description = "Number of GPUs (model_build trains on one)."
+  default     = 1
+
+  validation {
+    condition     = contains([1, 2, 4, 8], var.gpu_count)
+    error_message = "gpu_count must be 1, 2, 4 or 8."
+  }
+}
+
+variable "spot" {
+  type        = bool
+  description = "Run as a Spot VM (60-91% cheaper, can be preempted: the VM stops and a restart resumes from the last checkpoint)."
+  default     = false
+}
+
+variable "image" {
+  type        = string
+  description = "Boot image: a Deep Learning VM image family with the NVIDIA driver (Python 3.12 is installed by the startup script)."
+  default     = "projects/deeplearning-platform-release/global/images/family/common-cu128-ubuntu-2204-nvidia-570"
+}
+
+variable "boot_disk_size_gb" {
+  type        = number
+  description = "Boot disk size (the DLVM image, the venv with CUDA wheels, the dataset cache and the run directory)."
+  default     = 150
+}
+
+variable "boot_disk_type" {
+  type        = string
+  description = "Boot disk type."
+  default     = "pd-balanced"
+}
+
+variable "desired_status" {
+  type        = string
+  description = "Status the VM is created in. TERMINATED (default): created stopped, training starts on demand (`gcloud compute instances start`, or the Cloud Build train step). Later changes are ignored so that an apply never stops a training run."
+  default     = "TERMINATED"
+
+  validation {
+    condition     = contains(["RUNNING", "TERMINATED"], var.desired_status)
+    error_message = "desired_status must be RUNNING or TERMINATED."
+  }
+}
+
+variable "run_id" {
+  type        = string
+  description = "Default training run id (instance metadata training-run-id, which the train step overrides). Checkpoints live under checkpoints/<run-id>/: a restarted VM resumes the same run; a finished run (runs/<run-id>/DONE) is not trained again."
+  default     = "run-001"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", var.run_id))
+    error_message = "run_id must be 1-63 characters: letters, digits, '.', '_' and '-'."
+  }
+}
+
+variable "epochs" {
+  type        = number
+  description = "--epochs for model_build (null = the CLI's default)."
+  default     = null
+}
+
+variable "fine_tune_epochs" {
+  type        = number
+  description = "--fine-tune-epochs for model_build (null = the CLI's default)."
+  default     = null
+}
+
+variable "max_run_hours" {
+  type        = number
+  description = "Safety net: Compute Engine stops the VM after this many hours of one run (0 = no limit)."
+  default     = 12
+
+  validation {
+    condition     = var.max_run_hours >= 0
+    error_message = "max_run_hours must be >= 0."
+  }
+}
+
+variable "uv_version" {
+  type        = string
+  description = "uv release the startup script installs (the same as the Makefile's); uv then installs Python 3.12 (the DLVM image ships 3.10)."
+  default     = "0.13.9"
+}
+
+variable "subnet_cidr" {
+  type        = string
+  description = "IP range of the training subnet."
+  default     = "10.10.0.0/24"
+}
+
+variable "enable_iap_ssh" {
+  type        = bool
+  description = "Allow SSH from Identity-Aware Proxy (35.235.240.0/20) for debugging; the VM has no external IP either way."
+  default     = false
+}
+
+variable "enable_secure_boot" {
+  type        = bool
+  description = "Shielded VM Secure Boot. Off by default: it refuses unsigned kernel modules, and the NVIDIA driver the DLVM installs may not be signed. vTPM and integrity monitoring are always on."
+  default     = false
+}
+
+variable "kms_key_self_link" {
+  type        = string
+  description = "Optional CMEK key for the boot disk; null = Google-managed keys. The Compute Engine service agent needs encrypter/decrypter on it."
+  default     = null
+}
