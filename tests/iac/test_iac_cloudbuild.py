@@ -119,8 +119,7 @@ def test_escaped_dollars_are_not_substitutions():
     assert check_cloudbuild.used_substitutions(doc) == {"BUILD_ID"}
 
 
-def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    assert check_cloudbuild.main([]) == 0
+def test_cli_fails_on_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     broken = tmp_path / "cloudbuild.yaml"
     shutil.copy(CLOUDBUILD, broken)
     broken.write_text(broken.read_text().replace("waitFor: ['setup']", "waitFor: ['nope']", 1))
