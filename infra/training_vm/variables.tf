@@ -103,7 +103,7 @@ variable "boot_disk_type" {
 
 variable "desired_status" {
   type        = string
-  description = "Status the VM is created in. TERMINATED (default): created stopped, training starts on demand (`gcloud compute instances start`, or the Cloud Build train step). Later changes are ignored so that an apply never stops a training run."
+  description = "Status the VM is created in. TERMINATED (default): created stopped (google provider >= 6.7 creates, then stops it), training starts on demand (`gcloud compute instances start`, or the Cloud Build train step). Later changes are ignored so that an apply never stops a training run."
   default     = "TERMINATED"
 
   validation {
