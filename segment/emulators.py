@@ -95,6 +95,9 @@ def start_process(
     except ServerStartError as exc:
         managed.stop()
         raise ServerStartError(f"{name}: {exc}\n--- output ---\n{managed.output_tail()}") from exc
+    except BaseException:  # Ctrl-C (KeyboardInterrupt) while waiting must not orphan the group
+        managed.stop()
+        raise
     return managed
 
 
