@@ -1,0 +1,7 @@
+"""`python -m segment` is `segment`."""
+
+import sys
+
+from segment.cli import main
+
+sys.exit(main())

@@ -1,0 +1,90 @@
+"""`segment`: the local stack and uploads from the command line.
+
+    segment local run FILE... --out DIR [--model-uri URI] [--timeout S]
+    segment local up [--model-uri URI] [--log-dir DIR]
+    segment upload FILE... [--bucket B] [--wait --out DIR] [--output-bucket OB] [--timeout S]
+                           [--notify-topic projects/P/topics/T]
+
+Argument parsing only; the work is in segment.commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from segment import commands
+from segment.stack import DEFAULT_MODEL_URI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segment", description="Serverless Segmentation: local stack and uploads."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    local = sub.add_parser("local", help="the local stack (Pub/Sub + GCS emulators + function)")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+
+    run = local_sub.add_parser(
+        "run", help="start the stack, segment FILEs, write masks + contact sheet, stop"
+    )
+    run.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    run.add_argument("--out", type=Path, required=True, help="output directory")
+    _model_uri(run)
+    run.add_argument(
+        "--timeout", type=float, default=180.0, help="seconds to wait for all outputs (180)"
+    )
+    run.set_defaults(handler=commands.local_run)
+
+    up = local_sub.add_parser("up", help="start the stack and keep it running until Ctrl-C")
+    _model_uri(up)
+    up.add_argument("--log-dir", type=Path, default=Path("out/local/logs"), help="(out/local/logs)")
+    up.set_defaults(handler=commands.local_up)
+
+    upload = sub.add_parser(
+        "upload",
+        help="upload FILEs to a bucket (GCS or the emulator); on emulators also notify",
+    )
+    upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    upload.add_argument("--bucket", help="input bucket (default $SEGMENT_INPUT_BUCKET)")
+    upload.add_argument("--prefix", default="", help="object name prefix, e.g. uploads/")
+    upload.add_argument(
+        "--notify-topic",
+        help="publish the GCS notification here (projects/P/topics/T; default "
+        "$SEGMENT_NOTIFY_TOPIC); needed on emulators, where no bucket notification exists",
+    )
+    upload.add_argument("--wait", action="store_true", help="wait for each mask / error record")
+    upload.add_argument("--out", type=Path, help="with --wait: download outputs here")
+    upload.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
+    upload.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait (300)")
+    upload.set_defaults(handler=commands.upload)
+    return parser
+
+
+def _model_uri(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-uri",
+        default=DEFAULT_MODEL_URI,
+        help="model directory (model.tflite + manifest.json), local or gs:// "
+        "(default: models/default in the repository)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except commands.UsageError as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("segment: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
