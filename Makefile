@@ -66,6 +66,8 @@ model: setup ## Rebuild models/default/ from synthetic data (about 10 minutes on
 lock: ## Re-resolve requirements/dev.lock from requirements/dev.in
 	$(UV) pip compile requirements/dev.in --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/dev.lock
+	$(UV) pip compile requirements/checkov.in --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements/checkov.txt
 
 clean: ## Remove virtualenvs and caches
 	rm -rf $(VENV) $(TFLITE_VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache

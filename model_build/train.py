@@ -88,6 +88,9 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
     train_ds, val_ds = _split_validation(splits, config.validation_fraction)
     train_batches = data_lib.training_batches(train_ds, config.batch_size, config.seed)
     val_batches = data_lib.evaluation_batches(val_ds, config.batch_size) if val_ds else None
+    plain_batches = data_lib.training_batches(
+        train_ds, config.batch_size, config.seed, augment_data=False
+    )
 
     if state.checkpoint:
         log.info("resuming", extra={"checkpoint": state.checkpoint, "epoch": state.epoch})
@@ -109,7 +112,11 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
             if unfreeze:
                 set_encoder_trainable(model, True)
             _compile(model, learning_rate)
-        callbacks = [*_callbacks(config, store, state, phase, out), *extra_callbacks]
+        callbacks = [
+            RecalibrateBatchNorm(plain_batches, config.bn_recalibration_steps),
+            *_callbacks(config, store, state, phase, out),
+            *extra_callbacks,
+        ]
         model.fit(
             train_batches,
             validation_data=val_batches,
@@ -123,11 +130,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
         state.epoch = end_epoch  # early stopping ends the phase too
         store.save_state(state)
 
-    recalibrate_batchnorm(
-        model,
-        data_lib.training_batches(train_ds, config.batch_size, config.seed, augment_data=False),
-        config.bn_recalibration_steps,
-    )
+    recalibrate_batchnorm(model, plain_batches, config.bn_recalibration_steps)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(final_path)
     _write_training_facts(config, splits, state, out)
@@ -198,6 +201,24 @@ def recalibrate_batchnorm(model: keras.Model, batches: tf.data.Dataset, steps: i
             bn.momentum = momentum
     log.info("recalibrated batch norm", extra={"layers": len(layers), "batches": used})
     return used
+
+
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Re-estimates BatchNorm statistics before each validation pass.
+
+    MobileNetV2's BatchNorm layers move their statistics with momentum 0.999: a randomly
+    initialised encoder trained for a few hundred steps validates (inference mode) on stale
+    statistics, predicts all-background, and early stopping would end training on that noise.
+    With a frozen pretrained encoder only the decoder's layers are recalibrated.
+    """
+
+    def __init__(self, batches: tf.data.Dataset, steps: int) -> None:
+        super().__init__()
+        self.batches = batches
+        self.steps = steps
+
+    def on_test_begin(self, logs: dict[str, float] | None = None) -> None:
+        recalibrate_batchnorm(self.model, self.batches, self.steps)
 
 
 def _write_training_facts(

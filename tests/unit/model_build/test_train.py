@@ -1,0 +1,73 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model_build.cli import build_parser, train_config
+from model_build.train import RecalibrateBatchNorm, TrainConfig, recalibrate_batchnorm
+
+
+def _bn_model(momentum=0.999):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.BatchNormalization(momentum=momentum, name="bn")(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def _batches(values):
+    return tf.data.Dataset.from_tensor_slices(
+        (np.asarray(values, np.float32), np.zeros(len(values)))
+    ).batch(2)
+
+
+def test_recalibration_sets_moving_stats_to_the_average_batch_statistics():
+    model = _bn_model()
+    bn = model.get_layer("bn")
+    # Two batches with means 1 and 5: the recalibrated moving mean is exactly their average.
+    data = _batches([[0.0] * 4, [2.0] * 4, [4.0] * 4, [6.0] * 4])
+    used = recalibrate_batchnorm(model, data, steps=2)
+    assert used == 2
+    np.testing.assert_allclose(bn.moving_mean.numpy(), [3.0] * 4, rtol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), [1.0] * 4, rtol=1e-5)
+    assert bn.momentum == 0.999  # restored
+
+
+def test_recalibration_leaves_frozen_batchnorm_alone():
+    model = _bn_model()
+    model.get_layer("bn").trainable = False
+    assert recalibrate_batchnorm(model, _batches([[9.0] * 4] * 4), steps=2) == 0
+    np.testing.assert_array_equal(model.get_layer("bn").moving_mean.numpy(), [0.0] * 4)
+
+
+def test_recalibration_runs_before_each_validation_pass():
+    model = _bn_model()
+    callback = RecalibrateBatchNorm(_batches([[4.0] * 4] * 4), steps=2)
+    callback.set_model(model)
+    callback.on_test_begin()
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), [4.0] * 4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("batch_size", 0), ("mixed_precision", "maybe"), ("encoder_weights", "x")],
+)
+def test_train_config_names_the_bad_setting(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_cli_chooses_encoder_weights_by_data_source(tmp_path):
+    parser = build_parser()
+    synthetic = train_config(parser.parse_args(["train", "--out", str(tmp_path)]))
+    assert synthetic.encoder_weights is None and synthetic.data.source == "synthetic"
+    folder = train_config(parser.parse_args(["train", "--out", "o", "--data-dir", str(tmp_path)]))
+    assert folder.encoder_weights == "imagenet" and folder.data.source == "folder"
+    explicit = parser.parse_args(["train", "--out", "o", "--data", "oxford"])
+    explicit.encoder_weights = "none"
+    assert train_config(explicit).encoder_weights is None
+
+
+def test_cli_reports_a_step_run_out_of_order(tmp_path, capsys):
+    from model_build.cli import main
+
+    assert main(["convert", "--out", str(tmp_path)]) == 2
+    assert "run `python -m model_build train` first" in capsys.readouterr().out
