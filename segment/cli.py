@@ -83,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segment: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
+    except Exception as exc:  # cloud API and server-start errors: one line, not a traceback
+        from google.api_core import exceptions as api_exceptions
+
+        from segment.emulators import ServerStartError
+
+        if not isinstance(exc, api_exceptions.GoogleAPICallError | ServerStartError):
+            raise
+        print(f"segment: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 1
 
 

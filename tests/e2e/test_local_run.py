@@ -121,3 +121,41 @@ def test_an_interrupt_leaves_no_process_or_port_behind(
     assert processes_with_marker(marker_env["SEGMENT_E2E_MARKER"]) == []
     assert [port for port in seen.values() if port_open(port)] == []
     assert _stack_state(out).get("processes") == []
+
+
+def test_local_up_serves_segment_upload_from_another_shell(stack_model_dir, marker_env, tmp_path):
+    """`segment local up` prints the variables; `segment upload --wait` uses them; Ctrl-C stops."""
+    command = [SEGMENT, "local", "up", "--model-uri", str(stack_model_dir)]
+    command += ["--log-dir", str(tmp_path / "logs")]
+    up = subprocess.Popen(
+        command, env=marker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    exports: dict[str, str] = {}
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").strip().partition("=")
+                exports[key] = value
+            if "Ctrl-C stops everything" in line:
+                break
+        assert {"STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "SEGMENT_NOTIFY_TOPIC"} <= set(
+            exports
+        )
+        env = {**marker_env, **exports}
+        out = tmp_path / "out"
+        upload = [SEGMENT, "upload", str(SAMPLES[-1]), "--prefix", "shell/", "--wait"]
+        upload += ["--out", str(out), "--timeout", "120"]
+        result = subprocess.run(
+            upload, env=env, capture_output=True, text=True, timeout=180, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (out / "masks" / "shell" / f"{SAMPLES[-1].name}.png").is_file()
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0
+    assert processes_with_marker(marker_env["SEGMENT_E2E_MARKER"]) == []
