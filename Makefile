@@ -63,6 +63,11 @@ model: setup ## Rebuild models/default/ from synthetic data (about 10 minutes on
 	mkdir -p models/default
 	cp $(DEFAULT_MODEL_RUN)/model/model.tflite $(DEFAULT_MODEL_RUN)/model/manifest.json models/default/
 
+DEMO_OUT := out/demo
+demo: setup ## Run the local stack on samples/ (masks, error record, contact sheet in out/demo)
+	$(VENV)/bin/segment local run $(filter-out %.py,$(wildcard samples/*)) --out $(DEMO_OUT)
+	@echo "contact sheet: $(DEMO_OUT)/contact-sheet.png  (README image: cp it to docs/img/contact-sheet.png)"
+
 lock: ## Re-resolve requirements/dev.lock from requirements/dev.in
 	$(UV) pip compile requirements/dev.in --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/dev.lock
