@@ -29,7 +29,8 @@ from segment.emulators import (
     ManagedProcess,
     _venv_script,
     free_port,
-    pubsub_emulator_script,
+    gcs_emulator,
+    pubsub_emulator,
     start_process,
 )
 
@@ -92,6 +93,7 @@ class LocalStack:
         self.pipeline = resources.Pipeline.named(self.names.project, self.names.topic)
         self.processes: list[ManagedProcess] = []
         self._work_dir: Path | None = None
+        self._servers = contextlib.ExitStack()
         self.gcs: ManagedProcess | None = None
         self.pubsub: ManagedProcess | None = None
         self.function: ManagedProcess | None = None
@@ -112,11 +114,13 @@ class LocalStack:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._work_dir = Path(tempfile.mkdtemp(prefix="segment-stack-"))
-        self.pubsub = self._add(self._start_pubsub())
-        self.gcs = self._add(self._start_gcs())
+        self.pubsub = self._add(pubsub_emulator(self.log_dir, self._work_dir / "pubsub"))
+        self.gcs = self._add(gcs_emulator(self.log_dir))
         storage = clients.storage_client(self.endpoints)
         resources.create_buckets(storage, self.names.input_bucket, self.names.output_bucket)
-        self.function = self._add(start_function("function", self.log_dir, self.function_env()))
+        self.function = self._add(
+            _stopped_on_exit(start_function("function", self.log_dir, self.function_env()))
+        )
         resources.create_pipeline(
             clients.publisher_client(self.endpoints),
             clients.subscriber_client(self.endpoints),
@@ -128,47 +132,26 @@ class LocalStack:
     def stop(self) -> None:
         """Stops every server (reverse order); signals are held off until all are gone."""
         with _signals_deferred():
-            while self.processes:
-                process = self.processes.pop()
-                try:
-                    process.stop()
-                except Exception:  # keep stopping the others
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(process.process.pid, signal.SIGKILL)
-            if self._work_dir is not None:
-                shutil.rmtree(self._work_dir, ignore_errors=True)
-                self._work_dir = None
-            self._write_state()
+            try:
+                self._servers.close()  # each server's stop(), newest first, even if one fails
+            except BaseException:
+                for process in self.processes:  # a stop() failed: make sure nothing survives
+                    if process.process.poll() is None:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(process.process.pid, signal.SIGKILL)
+                raise
+            finally:
+                self.processes.clear()
+                if self._work_dir is not None:
+                    shutil.rmtree(self._work_dir, ignore_errors=True)
+                    self._work_dir = None
+                self._write_state()
 
-    def _add(self, process: ManagedProcess) -> ManagedProcess:
+    def _add(self, server: contextlib.AbstractContextManager[ManagedProcess]) -> ManagedProcess:
+        process = self._servers.enter_context(server)
         self.processes.append(process)
         self._write_state()
         return process
-
-    def _start_pubsub(self) -> ManagedProcess:
-        assert self._work_dir is not None
-        port = free_port()
-        command = [
-            pubsub_emulator_script(),
-            f"--host={HOST}",
-            f"--port={port}",
-            f"--dir={self._work_dir / 'pubsub'}",
-        ]
-        return start_process("pubsub-emulator", command, port, self.log_dir, ready_timeout=90.0)
-
-    def _start_gcs(self) -> ManagedProcess:
-        port = free_port()
-        command = [
-            _venv_script("gcp-storage-emulator"),
-            "start",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--in-memory",
-            "--quiet",
-        ]
-        return start_process("gcs-emulator", command, port, self.log_dir)
 
     def _write_state(self) -> None:
         state = {
@@ -221,6 +204,14 @@ class LocalStack:
     def function_log(self) -> Path:
         assert self.function is not None
         return self.function.log_path
+
+
+@contextlib.contextmanager
+def _stopped_on_exit(process: ManagedProcess) -> Iterator[ManagedProcess]:
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 @contextlib.contextmanager
