@@ -63,6 +63,10 @@ model: setup ## Rebuild models/default/ from synthetic data (about 10 minutes on
 	mkdir -p models/default
 	cp $(DEFAULT_MODEL_RUN)/model/model.tflite $(DEFAULT_MODEL_RUN)/model/manifest.json models/default/
 
+.PHONY: bench
+bench: setup ## Benchmarks vs full TensorFlow and the machine: table + bench/results.json (BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)
+
 DEMO_OUT := out/demo
 demo: setup ## Run the local stack on samples/ (masks, error record, contact sheet in out/demo)
 	$(VENV)/bin/segment local run $(filter-out %.py,$(wildcard samples/*)) --out $(DEMO_OUT)

@@ -1,0 +1,142 @@
+"""Cost per image from the measured figures and Cloud Run's list prices.
+
+Cloud Functions 2nd gen are billed as Cloud Run services with request-based billing (CPU allocated
+only while a request is processed): vCPU-seconds and GiB-seconds of the *configured* instance
+size for as long as requests run, plus a per-request fee.
+
+Prices: Tier 1 regions (e.g. us-central1), request-based billing, after the free tier, from
+https://cloud.google.com/run/pricing ("Pricing for services with CPU only allocated during request
+processing", Tier 1: $0.00002400 / vCPU-second, $0.00000250 / GiB-second, $0.40 / million
+requests). Read from a stored copy of that page on 2026-11-21 (the copy is not dated itself;
+these Tier 1 figures are the long-standing list prices, also quoted by third-party calculators).
+Check the page before budgeting: prices, tiers and free allowances change. Free tier, network
+egress, Cloud Storage operations, Pub/Sub and Eventarc are left out (the same for both paths).
+
+Simplifications, stated so they can be argued with: billed time per image = the warm pipeline
+latency (decode -> infer -> encode) of the typical image at 1 thread (the configured tier has one
+vCPU); download/upload and Cloud Run's 100 ms rounding of instance time are left out (they add the
+same absolute amount to both paths, so they shrink the ratio, not the difference). A cold start is
+costed separately, per instance start.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bench.models import REPO_ROOT
+
+PRICES = {
+    "source": "https://cloud.google.com/run/pricing (Tier 1, request-based billing)",
+    "as_of": "2026-11-21 (stored copy of the page; verify before budgeting)",
+    "usd_per_vcpu_second": 0.000024,
+    "usd_per_gib_second": 0.0000025,
+    "usd_per_million_requests": 0.40,
+}
+# Memory settings a 2nd gen function can take (GiB); the smallest that fits is suggested.
+MEMORY_TIERS_GIB = (0.5, 1.0, 2.0, 4.0, 8.0)
+HEADROOM = 1.25  # peak RSS x this must fit the memory limit
+DEFAULT_MEMORY_GIB = 1.0
+DEFAULT_VCPU = 1.0
+
+
+def configured_tier() -> dict[str, Any]:
+    """function_memory / function_cpu defaults from the root variables.tf."""
+    memory, cpu, source = DEFAULT_MEMORY_GIB, DEFAULT_VCPU, "built-in default"
+    path = REPO_ROOT / "variables.tf"
+    try:
+        text = path.read_text()
+        mem = _default_of(text, "function_memory")
+        vcpu = _default_of(text, "function_cpu")
+        if mem:
+            memory = _gib(mem)
+        if vcpu:
+            cpu = float(vcpu)
+        source = "variables.tf (function_memory, function_cpu defaults)"
+    except (OSError, ValueError):
+        pass
+    return {"memory_gib": memory, "vcpu": cpu, "source": source}
+
+
+def _default_of(text: str, variable: str) -> str | None:
+    block = re.search(r'variable\s+"' + variable + r'"\s*\{(.*?)\n\}', text, re.S)
+    if not block:
+        return None
+    match = re.search(r'default\s*=\s*"?([^"\n]+)"?', block.group(1))
+    return match.group(1).strip() if match else None
+
+
+def _gib(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)\s*(Gi|G|Mi|M)?", value.strip())
+    if not match:
+        raise ValueError(value)
+    number, unit = float(match.group(1)), match.group(2) or "Mi"
+    return number if unit in ("Gi", "G") else number / 1024
+
+
+def dollars_per_million(seconds: float, vcpu: float, memory_gib: float) -> float:
+    per_image = (
+        seconds * vcpu * PRICES["usd_per_vcpu_second"]
+        + seconds * memory_gib * PRICES["usd_per_gib_second"]
+    )
+    return per_image * 1e6 + PRICES["usd_per_million_requests"]
+
+
+def smallest_tier(peak_rss_mib: float) -> float:
+    need = peak_rss_mib * HEADROOM / 1024
+    return next((t for t in MEMORY_TIERS_GIB if t >= need), MEMORY_TIERS_GIB[-1])
+
+
+def cost_model(results: dict[str, Any], *, variant: str) -> dict[str, Any]:
+    tier = configured_tier()
+    latency = results["latency"]
+    typical = next(iter(latency["images"]))
+    pipeline = {(r["engine"], r["image"], r["threads"]): r["total_ms"] for r in latency["pipeline"]}
+    cold = {c["engine"]: c for c in results["cold_start"]}
+    worker_peak = latency["worker_peak_rss_mib"]
+    rows = []
+    for engine in (f"litert:{variant}", "keras_predict", "tf_function"):
+        family = "litert" if engine.startswith("litert:") else "tensorflow"
+        seconds = pipeline[(engine, typical, 1)] / 1e3
+        start = cold.get(engine) or cold.get("tf_function" if family == "tensorflow" else "")
+        # One instance's working set: its cold start plus a large upload. The latency worker
+        # (all variants or both TF engines in one process) is the fallback without a cold start.
+        peak = start["peak_rss_after_large_mib"] if start else worker_peak.get(family, 0.0)
+        fits = smallest_tier(peak)
+        rows.append(
+            {
+                "engine": engine,
+                "billed_seconds_per_image": round(seconds, 4),
+                "cpu_seconds_per_image": round(seconds * tier["vcpu"], 4),
+                "gib_seconds_per_image": round(seconds * tier["memory_gib"], 4),
+                "usd_per_million_images": round(
+                    dollars_per_million(seconds, tier["vcpu"], tier["memory_gib"]), 2
+                ),
+                "peak_rss_mib": round(peak, 1),
+                "smallest_memory_gib": fits,
+                "usd_per_million_images_at_smallest": round(
+                    dollars_per_million(seconds, tier["vcpu"], fits), 2
+                ),
+                "cold_start_s": start["first_mask_s"] if start else None,
+                "usd_per_million_cold_starts": (
+                    round(
+                        dollars_per_million(start["first_mask_s"], tier["vcpu"], tier["memory_gib"])
+                        - PRICES["usd_per_million_requests"],
+                        2,
+                    )
+                    if start
+                    else None
+                ),
+            }
+        )
+    base = rows[0]["usd_per_million_images"]
+    for row in rows:
+        row["cost_ratio_vs_project"] = round(row["usd_per_million_images"] / base, 2)
+    return {
+        "prices": PRICES,
+        "tier": tier,
+        "image": typical,
+        "threads": 1,
+        "headroom": HEADROOM,
+        "rows": rows,
+    }

@@ -1,0 +1,216 @@
+"""results.json -> the Markdown tables `make bench` prints (and docs/performance.md quotes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.engines import TF_ENGINES
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            if abs(value) < 1:
+                return f"{value:.3g}"
+            return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def render(results: dict[str, Any]) -> str:
+    meta, out = results["meta"], []
+    machine = meta["machine"]
+    out.append(
+        f"# bench {'(quick) ' if meta['quick'] else ''}{meta['created']}, {meta['git_commit']}"
+        f" | {machine['cpus']} CPUs, load avg {machine['loadavg_before'][0]:.2f} before /"
+        f" {machine['loadavg_after'][0]:.2f} after | deployed variant: {meta['deployed_variant']}"
+        f" ({meta['deployed_variant_reason']})"
+    )
+    model = results["model"]
+    out.append(
+        f"\nModel: {model['flops'] / 1e9:.3f} GFLOP per image (counted from the Keras layers), "
+        f"{100 * model['transpose_conv_share']:.0f}% of MACs in transposed convolutions."
+    )
+    out.append(_latency(results["latency"]))
+    out.append(_cold(results["cold_start"]))
+    out.append(_footprint(results["footprint"]))
+    out.append(_machine(results["machine_limit"]))
+    out.append(_e2e(results["e2e"]))
+    out.append(_cost(results["cost"]))
+    return "\n".join(out)
+
+
+def _latency(latency: dict[str, Any]) -> str:
+    ratios = {(r["engine"], r["image"], r["threads"]): r for r in latency["ratios"]}
+    rows = []
+    for row in latency["pipeline"]:
+        ratio = ratios.get((row["engine"], row["image"], row["threads"]), {})
+        rows.append(
+            [
+                row["image"],
+                row["threads"],
+                row["engine"],
+                row["total_ms"],
+                row["decode_ms"],
+                row["infer_ms"],
+                row["encode_ms"],
+                _x(ratio.get("speedup_vs_keras_predict")),
+                _x(ratio.get("speedup_vs_tf_function")),
+            ]
+        )
+    rows.sort(key=lambda r: (r[0], r[1], r[2] in TF_ENGINES, r[3]))
+    return (
+        "\n## Per-image latency, encoded bytes -> mask PNG (median ms; speed-up = TF ms / ours)\n\n"
+        + _table(
+            [
+                "image",
+                "threads",
+                "engine",
+                "total",
+                "decode",
+                "infer",
+                "encode",
+                "vs Keras predict",
+                "vs tf.function",
+            ],
+            rows,
+        )
+    )
+
+
+def _cold(cold: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            c["engine"],
+            c["first_mask_s"],
+            c["import_main_s"],
+            c["model_load_s"],
+            c["first_inference_s"],
+            c["peak_rss_mib"],
+            c["peak_rss_after_large_mib"],
+        ]
+        for c in cold
+    ]
+    base = next((c for c in cold if c["engine"].startswith("litert:")), None)
+    tf = next((c for c in cold if c["engine"] == "tf_function"), None)
+    summary = ""
+    if base and tf:
+        summary = (
+            f"\n\nTensorFlow (tf.function) vs {base['engine']}: "
+            f"{tf['first_mask_s'] / base['first_mask_s']:.1f}x the cold start, "
+            f"{tf['peak_rss_mib'] / base['peak_rss_mib']:.1f}x the peak RSS."
+        )
+    return (
+        "\n## Cold start: new process -> first mask (median s; peak RSS MiB)\n\n"
+        + _table(
+            [
+                "engine",
+                "to first mask",
+                "import main",
+                "model load",
+                "first image",
+                "peak RSS",
+                "peak RSS after a large image",
+            ],
+            rows,
+        )
+        + summary
+    )
+
+
+def _footprint(fp: dict[str, Any]) -> str:
+    if fp.get("status") == "not measured":
+        return f"\n## Footprint\n\nnot measured ({fp['reason']})"
+    rows = [
+        [name, fp[name]["installed_mib"], fp[name]["distributions"], fp[name]["install_s"]]
+        for name in ("project", "tensorflow")
+    ]
+    return (
+        "\n## Footprint: functions/requirements.txt in a fresh virtualenv "
+        "(tensorflow: ai-edge-litert replaced by tensorflow-cpu==2.21.0)\n\n"
+        + _table(["requirements", "installed MiB", "distributions", "install s (uv)"], rows)
+        + f"\n\nTensorFlow's install is {fp['ratio_tensorflow_to_project']:.1f}x the size."
+    )
+
+
+def _machine(machine: dict[str, Any]) -> str:
+    sgemm = machine["sgemm"]
+    rows = [
+        [a["engine"], a["threads"], a["model_only_ms"], a["achieved_gflops"], a["percent_of_sgemm"]]
+        for a in machine["achieved"]
+    ]
+    rows.sort(key=lambda r: (r[1], r[2]))
+    return (
+        f"\n## Machine limit: numpy sgemm {sgemm['1']['median_gflops']:.1f} GFLOP/s on 1 thread, "
+        f"{sgemm['2']['median_gflops']:.1f} on 2 (n={sgemm['1']['size']}, float32)\n\n"
+        + _table(
+            ["engine", "threads", "model-only ms", "achieved GFLOP/s", "% of sgemm (same threads)"],
+            rows,
+        )
+    )
+
+
+def _e2e(e2e: dict[str, Any]) -> str:
+    if e2e.get("status") != "measured":
+        return f"\n## End to end on the local stack\n\nnot measured ({e2e.get('reason')})"
+    seq, burst = e2e["sequential"], e2e["burst"]
+    return f"\n## End to end on the local stack ({e2e['engine']}, {e2e['image']})\n\n" + _table(
+        ["upload -> mask p50 ms", "p95 ms", "n", "sustained images/s", "burst n", "stack up s"],
+        [
+            [
+                seq["p50_ms"],
+                seq["p95_ms"],
+                seq["count"],
+                burst["images_per_s"],
+                burst["count"],
+                e2e["stack_start_s"],
+            ]
+        ],
+    )
+
+
+def _cost(cost: dict[str, Any]) -> str:
+    tier, prices = cost["tier"], cost["prices"]
+    rows = [
+        [
+            r["engine"],
+            r["cpu_seconds_per_image"],
+            r["gib_seconds_per_image"],
+            r["usd_per_million_images"],
+            _x(r["cost_ratio_vs_project"]),
+            r["peak_rss_mib"],
+            r["smallest_memory_gib"],
+            r["usd_per_million_images_at_smallest"],
+            r["usd_per_million_cold_starts"],
+        ]
+        for r in cost["rows"]
+    ]
+    return (
+        f"\n## Cost at {tier['memory_gib']:g} GiB / {tier['vcpu']:g} vCPU ({tier['source']}); "
+        f"{cost['image']}, 1 thread; ${prices['usd_per_vcpu_second']}/vCPU-s, "
+        f"${prices['usd_per_gib_second']}/GiB-s, ${prices['usd_per_million_requests']}/M requests "
+        f"({prices['source']}, {prices['as_of']})\n\n"
+        + _table(
+            [
+                "engine",
+                "CPU-s/image",
+                "GiB-s/image",
+                "$/M images",
+                "cost ratio",
+                "instance peak RSS MiB",
+                f"smallest tier GiB (x{cost['headroom']})",
+                "$/M at smallest",
+                "$/M cold starts",
+            ],
+            rows,
+        )
+    )

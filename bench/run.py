@@ -1,0 +1,588 @@
+"""`make bench`: the function's performance against full TensorFlow and against the machine.
+
+Every figure is measured in this run, on this machine, and reported next to its baseline from the
+same run (ratios), because absolute times on a shared machine are noise. Sections:
+
+* latency     decode -> predict -> encode (the function's pipeline, no network) per image, for each
+              TFLite variant on LiteRT and for the same pipeline on TensorFlow (Keras `predict`,
+              `tf.function`), 1 and 2 threads, a typical and a large JPEG; model-only latency
+* cold_start  a new process: interpreter start -> first mask (main.py import, model load, first
+              inference), and its peak RSS
+* footprint   installed size of functions/requirements.txt in a fresh virtualenv vs the same with
+              tensorflow-cpu in place of ai-edge-litert
+* machine     single-thread sgemm GFLOP/s; the model's achieved GFLOP/s as a share of it
+* e2e         local stack (emulators + functions-framework): upload -> mask visible, p50/p95, and
+              sustained images/s
+* cost        CPU-seconds, GiB-seconds and $ per million images (Cloud Run request-based prices)
+
+    python -m bench [--quick] [--out bench/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import cost, report
+from bench.engines import TF_ENGINES, engine_names
+from bench.images import ensure_images
+from bench.models import CACHE_ROOT, REPO_ROOT, VARIANTS, ensure_models
+
+PY = sys.executable
+THREAD_COUNTS = (1, 2)
+DEFAULT_OUT = REPO_ROOT / "bench" / "results.json"
+TENSORFLOW_REQUIREMENT = "tensorflow-cpu==2.21.0"
+LITERT_DISTRIBUTION = "ai-edge-litert"
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# --- children --------------------------------------------------------------------------------
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Pins every thread pool a child could start (BLAS, OpenMP, TensorFlow) to `threads`."""
+    value = str(threads)
+    return {
+        "OMP_NUM_THREADS": value,
+        "OPENBLAS_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+        "VECLIB_MAXIMUM_THREADS": value,
+        "NUMEXPR_NUM_THREADS": value,
+        "TF_NUM_INTRAOP_THREADS": value,
+        "TF_NUM_INTEROP_THREADS": "1",
+    }
+
+
+def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STORAGE_EMU", "PUBSUB_EMU"))}
+    env.update(thread_env(threads))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "functions"), str(REPO_ROOT)])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def run_worker(args: list[str], env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
+    """Runs `python -m bench.worker ARGS` and returns the JSON document it printed last."""
+    proc = subprocess.run(
+        [PY, "-m", "bench.worker", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"bench.worker {args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def measure_latency(
+    models: Path, images: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, Any]:
+    """One child per (family, threads): LiteRT variants together, TensorFlow engines together,
+    so the LiteRT process never has TensorFlow loaded."""
+    litert = [e for e in engine_names(VARIANTS) if e not in TF_ENGINES]
+    pipeline: list[dict[str, Any]] = []
+    model_only: list[dict[str, Any]] = []
+    peak: dict[str, float] = {}
+    for threads in THREAD_COUNTS:
+        for family, engines in (("litert", litert), ("tensorflow", list(TF_ENGINES))):
+            _log(f"latency: {family}, {threads} thread(s)")
+            doc = run_worker(
+                [
+                    "latency",
+                    "--models",
+                    str(models),
+                    "--threads",
+                    str(threads),
+                    "--engines",
+                    ",".join(engines),
+                    "--images",
+                    ",".join(str(p) for p in images.values()),
+                    "--warmup",
+                    str(cfg.warmup),
+                    "--repeats",
+                    str(cfg.repeats),
+                    "--model-repeats",
+                    str(cfg.model_repeats),
+                ],
+                child_env(threads),
+            )
+            pipeline += doc["pipeline"]
+            model_only += doc["model_only"]
+            peak[family] = max(peak.get(family, 0.0), doc["peak_rss_mib"])
+    return {
+        "images": {name: _image_facts(path) for name, path in images.items()},
+        "pipeline": pipeline,
+        "model_only": model_only,
+        "ratios": latency_ratios(pipeline),
+        "worker_peak_rss_mib": peak,
+    }
+
+
+def _image_facts(path: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+    return {"width": width, "height": height, "bytes": path.stat().st_size, "format": "JPEG"}
+
+
+def latency_ratios(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each LiteRT row: how many times faster than each TensorFlow engine (same image and
+    thread count, same run)."""
+    index = {(r["engine"], r["image"], r["threads"]): r for r in pipeline}
+    ratios = []
+    for row in pipeline:
+        if row["engine"] in TF_ENGINES:
+            continue
+        entry = {"engine": row["engine"], "image": row["image"], "threads": row["threads"]}
+        for tf_engine in TF_ENGINES:
+            base = index.get((tf_engine, row["image"], row["threads"]))
+            entry[f"speedup_vs_{tf_engine}"] = (
+                round(base["total_ms"] / row["total_ms"], 2) if base else None
+            )
+        ratios.append(entry)
+    return ratios
+
+
+def measure_cold_start(
+    models: Path, image: Path, large: Path, engines: list[str], cfg: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Median over `cfg.cold_repeats` fresh processes per engine (engines interleaved)."""
+    runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
+    cache = Path(tempfile.mkdtemp(prefix="bench-model-cache-"))
+    try:
+        for _ in range(cfg.cold_repeats):
+            for engine in engines:
+                variant = engine.split(":", 1)[1] if ":" in engine else cfg.variant
+                env = child_env(
+                    cfg.threads_deployed,
+                    {
+                        "OUTPUT_BUCKET": "bench-output",
+                        "MODEL_URI": str(models / variant),
+                        "NUM_THREADS": str(cfg.threads_deployed),
+                        "MODEL_CACHE_DIR": str(cache),
+                        "LOG_LEVEL": "WARNING",
+                    },
+                )
+                started = time.time()
+                doc = run_worker(
+                    [
+                        "coldstart",
+                        "--models",
+                        str(models),
+                        "--threads",
+                        str(cfg.threads_deployed),
+                        "--engine",
+                        engine,
+                        "--image",
+                        str(image),
+                        "--large-image",
+                        str(large),
+                    ],
+                    env,
+                )
+                marks = doc["marks"]
+                runs[engine].append(
+                    {
+                        "first_mask_s": marks["first_mask"] - started,
+                        "interpreter_s": marks["interpreter_up"] - started,
+                        "import_main_s": marks["imported_main"] - marks["interpreter_up"],
+                        "model_load_s": marks["model_loaded"] - marks["imported_main"],
+                        "first_inference_s": marks["first_mask"] - marks["model_loaded"],
+                        "peak_rss_mib": doc["peak_rss_mib"],
+                        "peak_rss_after_large_mib": doc["peak_rss_after_large_mib"],
+                    }
+                )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    results = []
+    for engine, samples in runs.items():
+        results.append(
+            {
+                "engine": engine,
+                "threads": cfg.threads_deployed,
+                "repeats": len(samples),
+                **{
+                    key: round(statistics.median(s[key] for s in samples), 3)
+                    for key in samples[0]
+                    if not key.startswith("peak_rss")
+                },
+                "peak_rss_mib": round(statistics.median(s["peak_rss_mib"] for s in samples), 1),
+                "peak_rss_after_large_mib": round(
+                    statistics.median(s["peak_rss_after_large_mib"] for s in samples), 1
+                ),
+            }
+        )
+    return results
+
+
+def measure_footprint() -> dict[str, Any]:
+    """Fresh virtualenvs (uv) of functions/requirements.txt and of the same list with
+    tensorflow-cpu in place of ai-edge-litert; installed size = venv after - venv before."""
+    uv = shutil.which("uv", path=str(Path(PY).parent)) or shutil.which("uv")
+    if uv is None:
+        return {"status": "not measured", "reason": "uv not found next to the interpreter"}
+    requirements = (REPO_ROOT / "functions" / "requirements.txt").read_text()
+    tf_requirements = "\n".join(
+        TENSORFLOW_REQUIREMENT if _is_requirement(line, LITERT_DISTRIBUTION) else line
+        for line in requirements.splitlines()
+    )
+    result: dict[str, Any] = {"tool": f"uv ({_uv_version(uv)})"}
+    with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
+        for name, text in (("project", requirements), ("tensorflow", tf_requirements)):
+            _log(f"footprint: installing the {name} requirements into a fresh virtualenv")
+            venv = Path(tmp) / name
+            req = Path(tmp) / f"{name}.txt"
+            req.write_text(text + "\n")
+            _uv(uv, ["venv", "--quiet", "--python", PY, str(venv)])
+            before = _tree_bytes(venv)
+            started = time.perf_counter()
+            _uv(
+                uv,
+                [
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    "-r",
+                    str(req),
+                ],
+            )
+            elapsed = time.perf_counter() - started
+            freeze = _uv(uv, ["pip", "freeze", "--python", str(venv / "bin" / "python")])
+            result[name] = {
+                "requirements": [
+                    line for line in text.splitlines() if line and not line.startswith("#")
+                ],
+                "installed_mib": round((_tree_bytes(venv) - before) / 2**20, 1),
+                "distributions": len([line for line in freeze.splitlines() if "==" in line]),
+                "install_s": round(elapsed, 1),
+            }
+    result["ratio_tensorflow_to_project"] = round(
+        result["tensorflow"]["installed_mib"] / result["project"]["installed_mib"], 2
+    )
+    return result
+
+
+def _is_requirement(line: str, distribution: str) -> bool:
+    name = re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0]
+    return name.lower().replace("_", "-") == distribution
+
+
+def _uv(uv: str, args: list[str]) -> str:
+    try:
+        proc = subprocess.run([uv, *args], capture_output=True, text=True, check=True, timeout=600)
+    except subprocess.CalledProcessError as exc:
+        if "install" not in args:
+            raise
+        _log(f"uv failed ({exc.stderr.strip()[-300:]}); retrying from the cache only (--offline)")
+        proc = subprocess.run(
+            [uv, *args, "--offline"], capture_output=True, text=True, check=True, timeout=600
+        )
+    return proc.stdout
+
+
+def _uv_version(uv: str) -> str:
+    proc = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip()
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                total += path.stat().st_size
+    return total
+
+
+def measure_machine(flops: int, model_only: list[dict[str, Any]], cfg) -> dict[str, Any]:
+    sgemm = {}
+    for threads in THREAD_COUNTS:
+        _log(f"machine: sgemm, {threads} thread(s)")
+        sgemm[str(threads)] = run_worker(
+            ["sgemm", "--size", str(cfg.sgemm_size), "--repeats", str(cfg.sgemm_repeats)],
+            child_env(threads),
+        )
+    limit = sgemm["1"]["median_gflops"]
+    achieved = []
+    for row in model_only:
+        gflops = flops / (row["median_ms"] / 1e3) / 1e9
+        ref = sgemm[str(row["threads"])]["median_gflops"]
+        achieved.append(
+            {
+                "engine": row["engine"],
+                "threads": row["threads"],
+                "model_only_ms": row["median_ms"],
+                "achieved_gflops": round(gflops, 2),
+                "percent_of_sgemm": round(100 * gflops / ref, 1),
+            }
+        )
+    return {"sgemm": sgemm, "sgemm_1thread_gflops": limit, "achieved": achieved}
+
+
+def measure_e2e(models: Path, image: Path, cfg: argparse.Namespace) -> dict[str, Any]:
+    """Through the local stack's Python API: one warm-up upload (the instance's cold start is
+    not counted), `e2e_sequential` uploads one at a time (upload -> mask visible), then a burst
+    of `e2e_burst` uploads (sustained images/s)."""
+    try:
+        from segment import clients
+        from segment import upload as uploads
+        from segment.stack import LocalStack, StackOptions
+    except ImportError as exc:
+        return {"status": "not measured", "reason": f"local stack not available ({exc})"}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    options = StackOptions(
+        log_dir=log_dir,
+        model_uri=str(models / cfg.variant),
+        function_env={"NUM_THREADS": str(cfg.threads_deployed), "LOG_LEVEL": "WARNING"},
+    )
+    try:
+        _log("e2e: starting the local stack")
+        started = time.perf_counter()
+        with LocalStack(options) as stack:
+            stack_up_s = time.perf_counter() - started
+            storage = clients.storage_client(stack.endpoints)
+            publisher = clients.publisher_client(stack.endpoints)
+            bucket, out, topic = (
+                stack.names.input_bucket,
+                stack.names.output_bucket,
+                stack.pipeline.topic,
+            )
+
+            def send(name: str):
+                sent = uploads.upload_file(storage, bucket, image, name)
+                uploads.notify(publisher, topic, sent)
+                return sent
+
+            def wait(pending: list, timeout: float = 120.0) -> dict[str, float]:
+                done: dict[str, float] = {}
+                deadline = time.perf_counter() + timeout
+                while len(done) < len(pending) and time.perf_counter() < deadline:
+                    for sent in pending:
+                        if sent.name not in done and uploads.find_output(storage, out, sent):
+                            done[sent.name] = time.perf_counter()
+                    time.sleep(0.02)
+                if len(done) < len(pending):
+                    raise RuntimeError(f"e2e: {len(pending) - len(done)} mask(s) never appeared")
+                return done
+
+            t0 = time.perf_counter()
+            wait([send("warmup/0.jpg")])
+            first_s = time.perf_counter() - t0
+            latencies = []
+            for i in range(cfg.e2e_sequential):
+                t0 = time.perf_counter()
+                wait([send(f"seq/{i}.jpg")])
+                latencies.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            burst = [send(f"burst/{i}.jpg") for i in range(cfg.e2e_burst)]
+            finished = wait(burst)
+            burst_s = max(finished.values()) - t0
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return {
+        "status": "measured",
+        "engine": f"litert:{cfg.variant}",
+        "image": image.stem,
+        "stack_start_s": round(stack_up_s, 2),
+        "first_upload_to_mask_s": round(first_s, 3),
+        "sequential": {
+            "count": len(latencies),
+            "p50_ms": round(1e3 * statistics.median(latencies), 1),
+            "p95_ms": round(1e3 * _quantile(latencies, 0.95), 1),
+        },
+        "burst": {
+            "count": len(burst),
+            "seconds": round(burst_s, 3),
+            "images_per_s": round(len(burst) / burst_s, 2),
+        },
+        "note": "one function instance (functions-framework), local emulators; poll every 20 ms",
+    }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# --- driver ----------------------------------------------------------------------------------
+
+
+def deployed_variant() -> tuple[str, str]:
+    """(variant, why): models/default's quantization, else int8 (the fastest, DESIGN 4)."""
+    manifest = REPO_ROOT / "models" / "default" / "manifest.json"
+    try:
+        variant = json.loads(manifest.read_text())["quantization"]
+        if variant in VARIANTS:
+            return variant, f"quantization of {manifest.relative_to(REPO_ROOT)}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return "int8", "models/default/ has no manifest yet: int8, the fastest variant"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, small images (tests)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results.json path")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_ROOT)
+    parser.add_argument("--variant", choices=VARIANTS, help="the deployed variant (default: auto)")
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=("footprint", "e2e"),
+        help="leave a section out (recorded as not measured)",
+    )
+    cfg = parser.parse_args(argv)
+    quick = cfg.quick
+    cfg.warmup = 1 if quick else 3
+    cfg.repeats = 2 if quick else 15
+    cfg.model_repeats = 3 if quick else 30
+    cfg.cold_repeats = 1 if quick else 3
+    cfg.sgemm_size = 512 if quick else 1024
+    cfg.sgemm_repeats = 5 if quick else 15
+    cfg.e2e_sequential = 3 if quick else 20
+    cfg.e2e_burst = 4 if quick else 30
+    cfg.threads_deployed = 1  # the cost tier has 1 vCPU; see bench/cost.py
+    if cfg.variant:
+        cfg.variant_reason = "--variant"
+    else:
+        cfg.variant, cfg.variant_reason = deployed_variant()
+    return cfg
+
+
+def _timed(name: str, fn: Callable[[], Any], timings: dict[str, float]) -> Any:
+    started = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        timings[name] = round(time.perf_counter() - started, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    load_before = os.getloadavg()
+    models = _timed("models", lambda: ensure_models(cfg.cache_dir, log=_log), timings)
+    flops = json.loads((models / "flops.json").read_text())
+    images = ensure_images(cfg.cache_dir / "images", quick=cfg.quick)
+    typical, large = images.values()
+
+    latency = _timed("latency", lambda: measure_latency(models, images, cfg), timings)
+    cold_engines = (
+        [f"litert:{cfg.variant}", "tf_function"] if cfg.quick else [*engine_names(VARIANTS)]
+    )
+    _log(f"cold start: {', '.join(cold_engines)}")
+    cold = _timed(
+        "cold_start", lambda: measure_cold_start(models, typical, large, cold_engines, cfg), timings
+    )
+    machine = _timed(
+        "machine", lambda: measure_machine(flops["flops"], latency["model_only"], cfg), timings
+    )
+    footprint = (
+        {"status": "not measured", "reason": "--skip footprint"}
+        if "footprint" in cfg.skip
+        else _timed("footprint", measure_footprint, timings)
+    )
+    if "e2e" in cfg.skip:
+        e2e = {"status": "not measured", "reason": "--skip e2e"}
+    else:
+        try:
+            e2e = _timed("e2e", lambda: measure_e2e(models, typical, cfg), timings)
+        except Exception as exc:  # the stack is optional: record why, keep the other figures
+            _log(f"e2e failed: {exc}")
+            e2e = {"status": "not measured", "reason": f"local stack failed: {exc}"[:500]}
+
+    results: dict[str, Any] = {
+        "meta": {
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quick": cfg.quick,
+            "git_commit": _git_commit(),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+                "python": platform.python_version(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            },
+            "versions": _versions(),
+            "deployed_variant": cfg.variant,
+            "deployed_variant_reason": cfg.variant_reason,
+            "repeats": {
+                "warmup": cfg.warmup,
+                "pipeline": cfg.repeats,
+                "model_only": cfg.model_repeats,
+                "cold_start": cfg.cold_repeats,
+            },
+            "model_cache": str(models),
+        },
+        "model": flops,
+        "latency": latency,
+        "cold_start": cold,
+        "footprint": footprint,
+        "machine_limit": machine,
+        "e2e": e2e,
+    }
+    results["cost"] = cost.cost_model(results, variant=cfg.variant)
+    timings["total"] = round(time.perf_counter() - started, 1)
+    results["meta"]["section_seconds"] = timings
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.render(results))
+    _log(f"wrote {cfg.out} in {timings['total']:.0f}s")
+    return 0
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("ai-edge-litert", "tensorflow-cpu", "keras", "numpy", "pillow"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
