@@ -14,13 +14,15 @@ egress, Cloud Storage operations, Pub/Sub and Eventarc are left out (the same fo
 
 Simplifications, stated so they can be argued with: billed time per image = the warm pipeline
 latency (decode -> infer -> encode) of the typical image at 1 thread (the configured tier has one
-vCPU); download/upload and Cloud Run's 100 ms rounding of instance time are left out (they add the
-same absolute amount to both paths, so they shrink the ratio, not the difference). A cold start is
-costed separately, per instance start.
+vCPU); download/upload are left out (they add the same absolute time to both paths, so they shrink
+the ratio, not the difference). Cloud Run rounds billable instance time up to 100 ms; a busy
+instance's requests share that rounding, an isolated request does not, so a worst-case column
+bills each request alone, rounded up. A cold start is costed separately, per instance start.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -35,6 +37,7 @@ PRICES = {
 }
 # Memory settings a 2nd gen function can take (GiB); the smallest that fits is suggested.
 MEMORY_TIERS_GIB = (0.5, 1.0, 2.0, 4.0, 8.0)
+BILLING_GRANULARITY_S = 0.1  # "rounded up to the nearest 100 millisecond" (same page)
 HEADROOM = 1.25  # peak RSS x this must fit the memory limit
 DEFAULT_MEMORY_GIB = 1.0
 DEFAULT_VCPU = 1.0
@@ -111,6 +114,15 @@ def cost_model(results: dict[str, Any], *, variant: str) -> dict[str, Any]:
                 "gib_seconds_per_image": round(seconds * tier["memory_gib"], 4),
                 "usd_per_million_images": round(
                     dollars_per_million(seconds, tier["vcpu"], tier["memory_gib"]), 2
+                ),
+                # Worst case: every request billed alone, rounded up to 100 ms.
+                "usd_per_million_images_rounded_100ms": round(
+                    dollars_per_million(
+                        math.ceil(seconds / BILLING_GRANULARITY_S) * BILLING_GRANULARITY_S,
+                        tier["vcpu"],
+                        tier["memory_gib"],
+                    ),
+                    2,
                 ),
                 "peak_rss_mib": round(peak, 1),
                 "smallest_memory_gib": fits,

@@ -41,7 +41,7 @@ def render(results: dict[str, Any]) -> str:
         f"{100 * model['transpose_conv_share']:.0f}% of MACs in transposed convolutions."
     )
     out.append(_latency(results["latency"]))
-    out.append(_cold(results["cold_start"]))
+    out.append(_cold(results["cold_start"], f"litert:{meta['deployed_variant']}"))
     out.append(_footprint(results["footprint"]))
     out.append(_machine(results["machine_limit"]))
     out.append(_e2e(results["e2e"]))
@@ -87,7 +87,7 @@ def _latency(latency: dict[str, Any]) -> str:
     )
 
 
-def _cold(cold: list[dict[str, Any]]) -> str:
+def _cold(cold: list[dict[str, Any]], deployed: str) -> str:
     rows = [
         [
             c["engine"],
@@ -100,7 +100,7 @@ def _cold(cold: list[dict[str, Any]]) -> str:
         ]
         for c in cold
     ]
-    base = next((c for c in cold if c["engine"].startswith("litert:")), None)
+    base = next((c for c in cold if c["engine"] == deployed), None)
     tf = next((c for c in cold if c["engine"] == "tf_function"), None)
     summary = ""
     if base and tf:
@@ -187,6 +187,7 @@ def _cost(cost: dict[str, Any]) -> str:
             r["gib_seconds_per_image"],
             r["usd_per_million_images"],
             _x(r["cost_ratio_vs_project"]),
+            r["usd_per_million_images_rounded_100ms"],
             r["peak_rss_mib"],
             r["smallest_memory_gib"],
             r["usd_per_million_images_at_smallest"],
@@ -206,6 +207,7 @@ def _cost(cost: dict[str, Any]) -> str:
                 "GiB-s/image",
                 "$/M images",
                 "cost ratio",
+                "$/M, each request rounded up to 100 ms",
                 "instance peak RSS MiB",
                 f"smallest tier GiB (x{cost['headroom']})",
                 "$/M at smallest",

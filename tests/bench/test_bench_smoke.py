@@ -119,6 +119,7 @@ def test_cold_start_footprint_machine_e2e_cost(results: dict) -> None:
             "cpu_seconds_per_image",
             "gib_seconds_per_image",
             "usd_per_million_images",
+            "usd_per_million_images_rounded_100ms",
             "cost_ratio_vs_project",
             "smallest_memory_gib",
             "usd_per_million_cold_starts",
