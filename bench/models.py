@@ -17,6 +17,7 @@ Run as `python -m bench.models` to build (or find) the cache and print its direc
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -72,16 +73,24 @@ def ensure_models(cache_root: Path = CACHE_ROOT, *, log=print) -> Path:
     target = model_dir(cache_root)
     if (target / DONE_MARKER).is_file():
         return target
-    log(f"bench: building the U-Net and its TFLite variants into {target} (1-2 min, once)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        _build(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # One builder at a time (a `make bench` and the smoke test may start together).
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / DONE_MARKER).is_file():
+            return target
+        log(f"building the U-Net and its TFLite variants into {target} (about 1 min, once)")
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            _build(staging)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for stale in target.parent.iterdir():  # entries of older sources are never used again
+            if stale.is_dir() and stale != target and not stale.name.startswith("."):
+                shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
@@ -221,4 +230,4 @@ def _conv_layers(model: Any):
 
 
 if __name__ == "__main__":
-    print(ensure_models(log=lambda m: print(m, file=sys.stderr)))
+    print(ensure_models(log=lambda m: print(f"bench: {m}", file=sys.stderr)))

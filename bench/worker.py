@@ -31,6 +31,15 @@ def _emit(document: dict) -> None:
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM belongs to the address space exec created, while
+    getrusage's ru_maxrss can carry the forking parent's peak across fork + exec."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
