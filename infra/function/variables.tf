@@ -146,8 +146,8 @@ variable "max_image_pixels" {
 
 variable "num_threads" {
   type        = number
-  description = "NUM_THREADS: LiteRT interpreter threads."
-  default     = 2
+  description = "NUM_THREADS: LiteRT interpreter threads; keep it at the instance's vCPU count (more threads than vCPUs only contend)."
+  default     = 1
 }
 
 variable "log_level" {
