@@ -4,6 +4,12 @@
     segment local up [--model-uri URI] [--log-dir DIR]
     segment upload FILE... [--bucket B] [--wait --out DIR] [--output-bucket OB] [--timeout S]
                            [--notify-topic projects/P/topics/T]
+    segment backfill gs://BUCKET/PREFIX --output-bucket OB --notify-topic projects/P/topics/T
+                     [--rate N/s] [--state FILE] [--dry-run]
+    segment dlq list --subscription projects/P/subscriptions/S [--limit N]
+    segment dlq replay --subscription projects/P/subscriptions/S --topic projects/P/topics/T
+                       [--limit N] [--dry-run]
+    segment status gs://BUCKET/NAME --output-bucket OB
 
 Argument parsing only; the work is in segment.commands.
 """
@@ -21,7 +27,7 @@ from segment.stack import DEFAULT_MODEL_URI
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="segment", description="Serverless Segmentation: local stack and uploads."
+        prog="segment", description="Serverless Segmentation: local stack, uploads and operations."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -61,7 +67,63 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
     upload.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait (300)")
     upload.set_defaults(handler=commands.upload)
+    _operations(sub)
     return parser
+
+
+def _operations(sub: argparse._SubParsersAction) -> None:
+    """backfill, dlq list/replay, status (docs/operations.md)."""
+    backfill = sub.add_parser(
+        "backfill",
+        help="publish the upload notification for existing objects that have no current output",
+    )
+    backfill.add_argument("source", metavar="gs://BUCKET/PREFIX")
+    backfill.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
+    backfill.add_argument(
+        "--notify-topic",
+        help="the uploads topic, projects/P/topics/T (default $SEGMENT_NOTIFY_TOPIC)",
+    )
+    backfill.add_argument("--rate", default="10/s", help="most notifications per second (10/s)")
+    backfill.add_argument(
+        "--state",
+        type=Path,
+        help="resume file: records the last published object; a re-run continues after it",
+    )
+    backfill.add_argument("--dry-run", action="store_true", help="list what would be published")
+    backfill.set_defaults(handler=commands.backfill)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter subscription: list, replay")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    subscription_help = (
+        "the dead-letter pull subscription, projects/P/subscriptions/S "
+        "(default $SEGMENT_DEAD_LETTER_SUBSCRIPTION)"
+    )
+    dlq_list = dlq_sub.add_parser("list", help="show dead-lettered messages without consuming them")
+    dlq_list.add_argument("--subscription", help=subscription_help)
+    dlq_list.add_argument("--limit", type=_positive_int, default=100, help="(100)")
+    dlq_list.set_defaults(handler=commands.dlq_list)
+    replay = dlq_sub.add_parser(
+        "replay", help="re-publish dead-lettered messages to the uploads topic, then ack them"
+    )
+    replay.add_argument("--subscription", help=subscription_help)
+    replay.add_argument(
+        "--topic", help="the uploads topic, projects/P/topics/T (default $SEGMENT_NOTIFY_TOPIC)"
+    )
+    replay.add_argument("--limit", type=_positive_int, default=100, help="(100)")
+    replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
+    replay.set_defaults(handler=commands.dlq_replay)
+
+    status = sub.add_parser("status", help="the mask or error record of one input object")
+    status.add_argument("object", metavar="gs://BUCKET/NAME")
+    status.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
+    status.set_defaults(handler=commands.status)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def _model_uri(parser: argparse.ArgumentParser) -> None:

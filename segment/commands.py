@@ -12,7 +12,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from segment import clients, contact_sheet, function_logs
+from segment import backfill as backfill_mod
+from segment import clients, contact_sheet, function_logs, ratelimit
+from segment import dlq as dlq_mod
+from segment import outputs as outputs_mod
 from segment import upload as uploads_mod
 from segment.stack import DEFAULT_MODEL_URI, LocalStack, StackOptions
 
@@ -224,4 +227,237 @@ def upload(args: argparse.Namespace) -> int:
     if missing:
         print(f"segment: timed out waiting for: {', '.join(missing)}", file=sys.stderr)
         return EXIT_INCOMPLETE
+    return 0
+
+
+# --- operations: shared helpers --------------------------------------------------------------
+
+
+def _split_gs_uri(uri: str, *, what: str) -> tuple[str, str]:
+    """`gs://BUCKET/REST` -> (BUCKET, REST); REST may be empty."""
+    if not uri.startswith("gs://") or len(uri) <= len("gs://"):
+        raise UsageError(f"{what} must look like gs://BUCKET/... (got {uri!r})")
+    bucket, _, rest = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise UsageError(f"{what} must look like gs://BUCKET/... (got {uri!r})")
+    return bucket, rest
+
+
+def _from_env(value: str | None, variable: str, option: str) -> str:
+    value = value or os.environ.get(variable)
+    if not value:
+        raise UsageError(f"{option} is required (or set {variable})")
+    return value
+
+
+def _check_resource(path: str, kind: str, option: str) -> str:
+    """`projects/P/KIND/NAME`; a bare NAME (as `terraform output` prints it) gets the project
+    from GOOGLE_CLOUD_PROJECT."""
+    if "/" not in path and path:
+        project = clients.Endpoints.from_env().project
+        if not project:
+            raise UsageError(
+                f"{option} {path}: give projects/P/{kind}/{path}, or set GOOGLE_CLOUD_PROJECT"
+            )
+        path = f"projects/{project}/{kind}/{path}"
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != kind or not all(parts):
+        raise UsageError(f"{option} must look like projects/P/{kind}/NAME (got {path!r})")
+    return path
+
+
+def _check_emulator_pair(endpoints: clients.Endpoints) -> None:
+    if endpoints.storage_emulator and not endpoints.pubsub_emulator:
+        raise UsageError(
+            "STORAGE_EMULATOR_HOST is set but PUBSUB_EMULATOR_HOST is not: on emulators set "
+            "both (`segment local up` prints them)"
+        )
+
+
+def _output_label(output: outputs_mod.OutputRecord, generation: int | None) -> str:
+    """`current mask`, `stale error record (not_an_image)`, `mask (object gone)`, ..."""
+    what = "mask"
+    if output.kind == outputs_mod.ERROR:
+        reason = output.metadata.get(outputs_mod.ERROR_REASON)
+        what = f"error record ({reason})" if reason else "error record"
+    if generation is None:
+        return f"{what} (object gone)"
+    return f"{output.freshness(generation)} {what}"
+
+
+# --- segment backfill ------------------------------------------------------------------------
+
+
+def backfill(args: argparse.Namespace) -> int:
+    bucket, prefix = _split_gs_uri(args.source, what="SOURCE")
+    output_bucket = _from_env(args.output_bucket, "SEGMENT_OUTPUT_BUCKET", "--output-bucket")
+    topic = args.notify_topic or os.environ.get("SEGMENT_NOTIFY_TOPIC")
+    if topic:
+        topic = _check_resource(topic, "topics", "--notify-topic")
+    elif not args.dry_run:
+        raise UsageError("--notify-topic is required (or set SEGMENT_NOTIFY_TOPIC)")
+    try:
+        rate = ratelimit.parse_rate(args.rate)
+    except ValueError as exc:
+        raise UsageError(f"--rate: {exc}") from None
+    endpoints = clients.Endpoints.from_env()
+    _check_emulator_pair(endpoints)
+    storage = clients.storage_client(endpoints)
+    publisher = None if args.dry_run else clients.publisher_client(endpoints)
+    limiter = ratelimit.RateLimiter(rate)
+    verb = "would publish" if args.dry_run else "published"
+
+    def progress(decision: backfill_mod.Decision, message_id: str | None) -> None:
+        blob = decision.blob
+        where = f"gs://{bucket}/{blob.name}#{blob.generation}"
+        if decision.action == backfill_mod.PUBLISH:
+            note = f" (message {message_id})" if message_id else ""
+            _say(f"  {verb} {where}{note}")
+        elif decision.action == backfill_mod.SKIP_CURRENT:
+            labels = ", ".join(_output_label(o, int(blob.generation)) for o in decision.outputs)
+            _say(f"  skip {where}: {labels}")
+        else:
+            _say(f"  skip {where}: {decision.action}")
+
+    _say(
+        f"backfill gs://{bucket}/{prefix} -> {topic or '(dry run, no topic)'} at most "
+        f"{rate:g}/s{' (dry run: publishes nothing)' if args.dry_run else ''}"
+    )
+    with interrupts_raise():
+        try:
+            report = backfill_mod.run(
+                storage,
+                publisher,
+                bucket=bucket,
+                prefix=prefix,
+                output_bucket=output_bucket,
+                topic=topic or "",
+                limiter=limiter,
+                state_path=args.state,
+                dry_run=args.dry_run,
+                on_decision=progress,
+            )
+        except backfill_mod.StateError as exc:
+            raise UsageError(str(exc)) from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if report.resumed_after is not None:
+        _say(f"resumed after {report.resumed_after} (state file {args.state})")
+    skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
+    _say(
+        f"examined {report.examined} object(s): {verb} {report.published}, skipped {skipped}"
+        + (f"; state: {args.state}" if args.state and not args.dry_run else "")
+    )
+    return 0
+
+
+# --- segment dlq list / replay ---------------------------------------------------------------
+
+LOG_HINT = (
+    "The reason a message was dead-lettered is not in the message: find the function's summary "
+    "log line for its object and generation (outcome transient_error, configuration_error or "
+    'internal_error), e.g. Cloud Logging filter jsonPayload.object="NAME" '
+    'jsonPayload.generation="GENERATION" (locally: grep the function log). '
+    "See docs/operations.md."
+)
+
+
+def _dlq_subscription(args: argparse.Namespace) -> str:
+    subscription = _from_env(
+        args.subscription, "SEGMENT_DEAD_LETTER_SUBSCRIPTION", "--subscription"
+    )
+    return _check_resource(subscription, "subscriptions", "--subscription")
+
+
+def _describe_dead_letter(index: int, message: dlq_mod.DeadLetter) -> str:
+    first = message.attributes.get(dlq_mod.SOURCE_PUBLISH_TIME, "unknown")
+    dead = message.publish_time.isoformat() if message.publish_time else "unknown"
+    return (
+        f"{index:3d}. {message.object_uri or '(no bucketId/objectId attributes)'}"
+        f"  generation {message.generation or '?'}"
+        f"  event {message.attributes.get('eventType', '?')}\n"
+        f"     delivery attempts {message.attempts}  first published {first}"
+        f"  dead-lettered {dead}  message {message.message_id}"
+    )
+
+
+def dlq_list(args: argparse.Namespace) -> int:
+    subscription = _dlq_subscription(args)
+    subscriber = clients.subscriber_client(clients.Endpoints.from_env())
+    _say(f"dead-lettered messages in {subscription} (pulled and released, none consumed):")
+    messages = dlq_mod.list_messages(subscriber, subscription, args.limit)
+    for index, message in enumerate(messages, 1):
+        _say(_describe_dead_letter(index, message))
+    more = " (the --limit; there may be more)" if len(messages) >= args.limit else ""
+    _say(f"{len(messages)} message(s){more}")
+    if messages:
+        _say(LOG_HINT)
+        _say(f"After a fix: segment dlq replay --subscription {subscription} --topic TOPIC")
+    return 0
+
+
+def dlq_replay(args: argparse.Namespace) -> int:
+    subscription = _dlq_subscription(args)
+    topic = _check_resource(
+        _from_env(args.topic, "SEGMENT_NOTIFY_TOPIC", "--topic"), "topics", "--topic"
+    )
+    endpoints = clients.Endpoints.from_env()
+    subscriber = clients.subscriber_client(endpoints)
+    publisher = None if args.dry_run else clients.publisher_client(endpoints)
+    index = 0
+
+    def progress(message: dlq_mod.DeadLetter, message_id: str | None) -> None:
+        nonlocal index
+        index += 1
+        _say(_describe_dead_letter(index, message))
+        if message_id:
+            _say(f"     replayed to {topic} as message {message_id}; acked on the DLQ")
+        else:
+            _say(f"     would replay to {topic} (dry run)")
+
+    _say(
+        f"replay {subscription} -> {topic}"
+        + (" (dry run: publishes and acks nothing)" if args.dry_run else "")
+    )
+    with interrupts_raise():
+        count = dlq_mod.replay(
+            subscriber,
+            publisher,
+            subscription=subscription,
+            topic=topic,
+            limit=args.limit,
+            dry_run=args.dry_run,
+            on_message=progress,
+        )
+    _say(f"{'would replay' if args.dry_run else 'replayed'} {count} message(s)")
+    return 0
+
+
+# --- segment status --------------------------------------------------------------------------
+
+
+def status(args: argparse.Namespace) -> int:
+    bucket, name = _split_gs_uri(args.object, what="OBJECT")
+    if not name or name.endswith("/"):
+        raise UsageError(f"OBJECT must name an object, gs://BUCKET/NAME (got {args.object!r})")
+    output_bucket = _from_env(args.output_bucket, "SEGMENT_OUTPUT_BUCKET", "--output-bucket")
+    storage = clients.storage_client(clients.Endpoints.from_env())
+    blob = storage.bucket(bucket).get_blob(name)
+    generation = int(blob.generation) if blob is not None else None
+    if blob is None:
+        _say(f"gs://{bucket}/{name}: object not found (deleted, or not uploaded yet)")
+    else:
+        _say(f"gs://{bucket}/{name}: generation {generation}, {blob.size} bytes")
+    found = outputs_mod.find_outputs(storage, output_bucket, name)
+    if not found:
+        _say("  nothing yet: no mask and no error record")
+    for output in found:
+        _say(f"  {_output_label(output, generation)}: {output.uri}")
+        source = output.source_generation
+        _say(
+            f"    source generation {source if source is not None else '?'}"
+            f" vs object generation {generation if generation is not None else '(gone)'}"
+        )
+        for key in sorted(output.metadata):
+            _say(f"    {key}: {output.metadata[key]}")
     return 0
