@@ -31,7 +31,7 @@ from segment import notifier, outputs
 from segment.ratelimit import RateLimiter
 
 PUBLISH = "publish"
-SKIP_CURRENT = "has a current output"
+SKIP_CURRENT = "with a current output"
 SKIP_FOLDER = "folder placeholder"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -355,10 +356,9 @@ def backfill(args: argparse.Namespace) -> int:
 
 LOG_HINT = (
     "The reason a message was dead-lettered is not in the message: find the function's summary "
-    "log line for its object and generation (outcome transient_error, configuration_error or "
-    'internal_error), e.g. Cloud Logging filter jsonPayload.object="NAME" '
-    'jsonPayload.generation="GENERATION" (locally: grep the function log). '
-    "See docs/operations.md."
+    "log lines for its object and generation (outcome transient_error, configuration_error or "
+    "internal_error): the `logs:` filter above, for `gcloud logging read` (locally: grep the "
+    "function log for the object). See docs/operations.md."
 )
 
 
@@ -377,8 +377,16 @@ def _describe_dead_letter(index: int, message: dlq_mod.DeadLetter) -> str:
         f"  generation {message.generation or '?'}"
         f"  event {message.attributes.get('eventType', '?')}\n"
         f"     delivery attempts {message.attempts}  first published {first}"
-        f"  dead-lettered {dead}  message {message.message_id}"
+        f"  dead-lettered {dead}  message {message.message_id}\n"
+        f"     logs: {_log_filter(message)}"
     )
+
+
+def _log_filter(message: dlq_mod.DeadLetter) -> str:
+    """The Cloud Logging filter for the function's summary lines about this message's upload."""
+    name = json.dumps(message.attributes.get("objectId", ""))
+    generation = json.dumps(message.generation or "")
+    return f"jsonPayload.object={name} AND jsonPayload.generation={generation}"
 
 
 def dlq_list(args: argparse.Namespace) -> int:

@@ -166,7 +166,7 @@ def test_backfill_publishes_only_objects_without_a_current_output(scene, capsys)
     assert "current mask" in out and "current error record (not_an_image)" in out
     assert "folder placeholder" in out
     assert "other/x.png" not in out
-    assert "published 3, skipped 1 folder placeholder, 2 has a current output" in out
+    assert "published 3, skipped 1 folder placeholder, 2 with a current output" in out
 
 
 def test_backfill_dry_run_publishes_nothing(scene, capsys):
