@@ -35,6 +35,7 @@ VARIANTS = ("float32", "float16", "dynamic_range", "int8")
 KEY_SOURCES = (
     REPO_ROOT / "model_build" / "model.py",
     REPO_ROOT / "model_build" / "convert.py",
+    REPO_ROOT / "model_build" / "manifest.py",
     Path(__file__),
 )
 REPRESENTATIVE_COUNT = 8
@@ -123,6 +124,8 @@ def write_model_dir(model_bytes: bytes, variant: str, out: Path, *, image_size: 
     """model.tflite + a manifest (schema_version 1) the function's `load_model` accepts."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from model_build.manifest import io_contract
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(model_bytes)
     interpreter = Interpreter(model_path=str(out / "model.tflite"))
@@ -136,19 +139,7 @@ def write_model_dir(model_bytes: bytes, variant: str, out: Path, *, image_size: 
         "file": "model.tflite",
         "sha256": digest,
         "size_bytes": len(model_bytes),
-        "input": {
-            "shape": [1, image_size, image_size, 3],
-            "dtype": input_dtype,
-            "value_range": [0, 255],
-            "color": "RGB",
-            "layout": "NHWC",
-        },
-        "output": {
-            "shape": [1, image_size, image_size, 3],
-            "dtype": output_dtype,
-            "kind": "logits",
-            "classes": ["pet", "background", "border"],
-        },
+        **io_contract(image_size, output_dtype, input_dtype),
         "quantization": variant,
         "metrics": {"data": {"note": "random weights: latency only"}, "keras": {}, "tflite": {}},
         "selection": {

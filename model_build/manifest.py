@@ -62,6 +62,25 @@ def git_commit(cwd: Path | None = None) -> str:
     return result.stdout.strip() or "unknown"
 
 
+def io_contract(image_size: int, output_dtype: str, input_dtype: str = "uint8") -> dict[str, Any]:
+    """The manifest's `input` and `output` sections: what the function feeds and reads."""
+    return {
+        "input": {
+            "shape": [1, image_size, image_size, 3],
+            "dtype": input_dtype,
+            "value_range": [0, 255],
+            "color": "RGB",
+            "layout": "NHWC",
+        },
+        "output": {
+            "shape": [1, image_size, image_size, len(CLASS_NAMES)],
+            "dtype": output_dtype,
+            "kind": "logits",
+            "classes": list(CLASS_NAMES),
+        },
+    }
+
+
 def build_manifest(
     model_bytes: bytes,
     evaluation: Evaluation,
@@ -77,7 +96,6 @@ def build_manifest(
     created = created or datetime.now(UTC)
     digest = sha256_hex(model_bytes)
     chosen = evaluation.variants[selection.variant]
-    size = [1, image_size, image_size, len(CLASS_NAMES)]
     manifest = {
         "schema_version": 1,
         "name": MODEL_NAME,
@@ -85,19 +103,7 @@ def build_manifest(
         "file": MODEL_FILE,
         "sha256": digest,
         "size_bytes": len(model_bytes),
-        "input": {
-            "shape": [1, image_size, image_size, 3],
-            "dtype": "uint8",
-            "value_range": [0, 255],
-            "color": "RGB",
-            "layout": "NHWC",
-        },
-        "output": {
-            "shape": size,
-            "dtype": chosen.output_dtype,
-            "kind": "logits",
-            "classes": list(CLASS_NAMES),
-        },
+        **io_contract(image_size, chosen.output_dtype),
         "quantization": selection.variant,
         "metrics": {
             "data": {**data_description, "split": "test", "examples": evaluation.examples},
