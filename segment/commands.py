@@ -301,6 +301,8 @@ def backfill(args: argparse.Namespace) -> int:
         rate = ratelimit.parse_rate(args.rate)
     except ValueError as exc:
         raise UsageError(f"--rate: {exc}") from None
+    if bucket == output_bucket:
+        raise UsageError("the output bucket is the input bucket: the function refuses its events")
     endpoints = clients.Endpoints.from_env()
     _check_emulator_pair(endpoints)
     storage = clients.storage_client(endpoints)
@@ -339,8 +341,6 @@ def backfill(args: argparse.Namespace) -> int:
                 on_decision=progress,
             )
         except backfill_mod.StateError as exc:
-            raise UsageError(str(exc)) from None
-        except ValueError as exc:
             raise UsageError(str(exc)) from None
     if report.resumed_after is not None:
         _say(f"resumed after {report.resumed_after} (state file {args.state})")

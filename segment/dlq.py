@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from google.api_core import exceptions as api_exceptions
+
 from segment import notifier
 
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
@@ -28,6 +30,7 @@ SOURCE_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"
 LEASE_S = 60  # held while listing / replaying, then released
 PULL_BATCH = 50
 EMPTY_PULLS = 2  # consecutive empty pulls that mean "nothing more"
+WAIT_S = 5.0  # a waiting pull's longest wait
 EMPTY_PAUSE_S = 0.3
 ACK_CHUNK = 500
 
@@ -67,15 +70,23 @@ class DeadLetter:
         return str(self.delivery_attempt) if self.delivery_attempt else "unknown"
 
 
-def _pull_once(subscriber: Any, subscription: str, max_messages: int) -> list[Any]:
-    response = subscriber.pull(
-        request={
-            "subscription": subscription,
-            "max_messages": max_messages,
-            "return_immediately": True,
-        },
-        timeout=30,
-    )
+def _pull_once(
+    subscriber: Any, subscription: str, max_messages: int, *, wait: bool = False
+) -> list[Any]:
+    """One pull. `wait=False` answers at once (the emulator's way; deprecated on Pub/Sub, which
+    may then answer empty although messages exist); `wait=True` lets the service wait up to
+    WAIT_S for messages."""
+    try:
+        response = subscriber.pull(
+            request={
+                "subscription": subscription,
+                "max_messages": max_messages,
+                "return_immediately": not wait,
+            },
+            timeout=WAIT_S if wait else 30,
+        )
+    except api_exceptions.DeadlineExceeded:  # waited, nothing came
+        return []
     received = list(response.received_messages)
     if received:  # hold them while we keep pulling, so the next pull returns others
         _modify(subscriber, subscription, [item.ack_id for item in received], LEASE_S)
@@ -87,7 +98,11 @@ def pull(subscriber: Any, subscription: str, limit: int) -> list[DeadLetter]:
     by_id: dict[str, DeadLetter] = {}
     empty = 0
     while len(by_id) < limit and empty < EMPTY_PULLS:
-        received = _pull_once(subscriber, subscription, min(PULL_BATCH, limit - len(by_id)))
+        # when nothing came yet, the last try waits, so that "empty" is not a hasty answer
+        wait = not by_id and empty == EMPTY_PULLS - 1
+        received = _pull_once(
+            subscriber, subscription, min(PULL_BATCH, limit - len(by_id)), wait=wait
+        )
         if not received:
             empty += 1
             time.sleep(EMPTY_PAUSE_S)

@@ -236,7 +236,17 @@ def test_backfill_waits_as_the_rate_asks(scene):
     assert report.waited_s == pytest.approx(1.0)
 
 
-def test_backfill_refuses_a_bad_rate(scene):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--rate", "fast"],
+        ["--notify-topic", "projects/p/subscriptions/not-a-topic"],
+        ["--output-bucket", "INPUT"],  # the function refuses events from its output bucket
+    ],
+)
+def test_backfill_refuses_bad_arguments(scene, extra):
+    extra = [scene.input.name if arg == "INPUT" else arg for arg in extra]
     with pytest.raises(SystemExit) as exc:
-        main([*scene.args(), "--rate", "fast"])
+        main([*scene.args(), *extra])
     assert exc.value.code == 2
+    assert scene.published() == []
