@@ -326,6 +326,13 @@ def backfill(args: argparse.Namespace) -> int:
         f"backfill gs://{bucket}/{prefix} -> {topic or '(dry run, no topic)'} at most "
         f"{rate:g}/s{' (dry run: publishes nothing)' if args.dry_run else ''}"
     )
+    if args.state is not None:
+        try:
+            last, _ = backfill_mod.load_state(args.state, backfill_mod.source_uri(bucket, prefix))
+        except backfill_mod.StateError as exc:
+            raise UsageError(str(exc)) from None
+        if last is not None:
+            _say(f"resuming after {last} (state file {args.state}; delete it to start over)")
     with interrupts_raise():
         try:
             report = backfill_mod.run(
@@ -342,8 +349,6 @@ def backfill(args: argparse.Namespace) -> int:
             )
         except backfill_mod.StateError as exc:
             raise UsageError(str(exc)) from None
-    if report.resumed_after is not None:
-        _say(f"resumed after {report.resumed_after} (state file {args.state})")
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items())) or "none"
     _say(
         f"examined {report.examined} object(s): {verb} {report.published}, skipped {skipped}"

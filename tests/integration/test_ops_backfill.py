@@ -190,7 +190,7 @@ def test_backfill_resumes_after_the_last_published_object(scene, tmp_path, capsy
     recorded = json.loads(state.read_text())
     assert recorded["last_published"] == "photos/e-empty.png"
     assert recorded["published"] == 3
-    assert "resumed after photos/b-stale-mask.png" in capsys.readouterr().out
+    assert "resuming after photos/b-stale-mask.png" in capsys.readouterr().out
 
     # a new object after the recorded name is picked up by the next run; nothing else is
     scene.blobs["photos/f-new.png"] = scene.upload("photos/f-new.png", b"png")
