@@ -1,0 +1,138 @@
+"""Issue 5's named hostile inputs, each through the whole pipeline (fake store, tiny model):
+each ends in a mask of the oriented original size or an error record with a specific reason."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from segmentation.pipeline import handle_cloud_event
+from segmentation.results import Outcome
+from segmentation.storage import error_name, mask_name
+
+from tests.fakes import notifications
+from tests.fakes.images import encode, png_header_only
+from tests.fakes.notifications import INPUT_BUCKET, OUTPUT_BUCKET
+
+
+def _deliver(store, tiny_model, settings, name, data):
+    generation = store.put(INPUT_BUCKET, name, data).generation
+    message = notifications.message(INPUT_BUCKET, name, generation, size=len(data))
+    event = notifications.eventarc_event(message)
+    return handle_cloud_event(event, store=store, model=tiny_model, settings=settings)
+
+
+def _mask(store, name):
+    stored = store.get(OUTPUT_BUCKET, mask_name(name))
+    assert stored is not None, f"no mask for {name!r}"
+    return Image.open(io.BytesIO(stored.data)), stored
+
+
+def _gradient(size, mode="RGB"):
+    width, height = size
+    ramp = np.linspace(0, 255, width * height, dtype=np.float64).reshape(height, width)
+    rgb = np.stack([ramp, ramp[::-1], np.full_like(ramp, 90)], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb).convert(mode) if mode != "RGB" else Image.fromarray(rgb)
+
+
+def _exif_jpeg(orientation, size=(60, 40)):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(_gradient(size), "JPEG", exif=exif.tobytes())
+
+
+def _sixteen_bit_png():
+    data = (np.arange(50 * 30, dtype=np.uint16).reshape(30, 50) * 40).astype(np.uint16)
+    return encode(Image.fromarray(data).convert("I;16"), "PNG")
+
+
+def _animated_gif():
+    frames = [_gradient((33, 21)).convert("P"), Image.new("P", (33, 21), 7)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    return buffer.getvalue()
+
+
+MASK_CASES = {
+    "one-by-one.png": (encode(_gradient((1, 1)), "PNG"), (1, 1)),
+    "one-by-n.png": (encode(_gradient((1, 300)), "PNG"), (1, 300)),
+    "n-by-one.webp": (encode(_gradient((300, 1)), "WEBP"), (300, 1)),
+    "cmyk.jpg": (encode(_gradient((64, 48), "CMYK"), "JPEG"), (64, 48)),
+    "sixteen-bit.png": (_sixteen_bit_png(), (50, 30)),
+    "animated.gif": (_animated_gif(), (33, 21)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MASK_CASES))
+def test_unusual_but_valid_images_get_a_mask_of_their_size(store, tiny_model, settings, name):
+    data, size = MASK_CASES[name]
+    result = _deliver(store, tiny_model, settings, name, data)
+    assert result.outcome == Outcome.MASK_WRITTEN, result
+    mask, _ = _mask(store, name)
+    assert mask.size == size and mask.mode == "P"
+    assert set(np.unique(np.asarray(mask))) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_gives_a_mask_of_the_oriented_size(
+    store, tiny_model, settings, orientation
+):
+    name = f"rotated-{orientation}.jpg"
+    result = _deliver(store, tiny_model, settings, name, _exif_jpeg(orientation))
+    assert result.outcome == Outcome.MASK_WRITTEN
+    mask, _ = _mask(store, name)
+    assert mask.size == ((40, 60) if orientation >= 5 else (60, 40))
+
+
+def _truncated_jpeg():
+    data = encode(_gradient((200, 150)), "JPEG")
+    return data[: len(data) // 2]
+
+
+ERROR_CASES = {
+    "bomb.png": (png_header_only(30000, 30000), "too_many_pixels"),
+    "wide-bomb.png": (png_header_only(200_000, 300), "too_many_pixels"),
+    "truncated.jpg": (_truncated_jpeg(), "corrupt_image"),
+    "page.jpg": (b"<!DOCTYPE html><html><body>not a cat</body></html>", "not_an_image"),
+    "drawing.jpg": (
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect/></svg>',
+        None,  # not_an_image or unsupported_format: both name the problem
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ERROR_CASES))
+def test_hostile_files_get_an_error_record_with_a_specific_reason(
+    store, tiny_model, settings, name
+):
+    data, reason = ERROR_CASES[name]
+    result = _deliver(store, tiny_model, settings, name, data)
+    assert result.outcome == Outcome.ERROR_RECORDED
+    record = json.loads(store.get(OUTPUT_BUCKET, error_name(name)).data)
+    assert record["error"]["reason"] == result.reason
+    allowed = {reason} if reason else {"not_an_image", "unsupported_format"}
+    assert record["error"]["reason"] in allowed
+    assert store.get(OUTPUT_BUCKET, mask_name(name)) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fotos/猫 im Garten 🐈.png",
+        "with spaces/and  double  spaces.png",
+        "../../etc/passwd.png",
+        "a/./b/../c.png",
+        "deep/" * 250 + "long.png",
+    ],
+)
+def test_hostile_names_keep_output_inside_the_output_prefix(store, tiny_model, settings, name):
+    result = _deliver(store, tiny_model, settings, name, encode(_gradient((20, 10)), "PNG"))
+    assert result.outcome == Outcome.MASK_WRITTEN
+    written = [n for n in store.names(OUTPUT_BUCKET)]
+    assert written == [mask_name(name)]
+    assert written[0].startswith("masks/") and len(written[0].encode()) <= 1024
+    assert not {".", ".."} & set(written[0].split("/"))
+    assert store.names(INPUT_BUCKET) == [name]  # nothing written to the input bucket
