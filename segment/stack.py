@@ -97,6 +97,8 @@ class LocalStack:
         self.gcs: ManagedProcess | None = None
         self.pubsub: ManagedProcess | None = None
         self.function: ManagedProcess | None = None
+        self.function_logs: list[Path] = []  # every function process's log, oldest first
+        self._function_env_overrides: dict[str, str] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class LocalStack:
         self.function = self._add(
             _stopped_on_exit(start_function("function", self.log_dir, self.function_env()))
         )
+        self.function_logs.append(self.function.log_path)
         resources.create_pipeline(
             clients.publisher_client(self.endpoints),
             clients.subscriber_client(self.endpoints),
@@ -128,6 +131,41 @@ class LocalStack:
             function_url=self.function.url,
             policy=self.options.policy,
         )
+
+    def restart_function(
+        self, *, env: Mapping[str, str] | None = None, kill: bool = False
+    ) -> ManagedProcess:
+        """Replaces the function process: starts a new one (on a new port, `env` overriding its
+        settings, e.g. STORAGE_EMULATOR_HOST through a proxy), points the push subscription at
+        it, then stops the old one: SIGKILL to its group when `kill` (a crash: requests in
+        flight are cut), else TERM.
+
+        The new process logs to `<log_dir>/function-<n>.log`; `function_logs` lists every log
+        so far. (Restarting on the same port leaves a window of refused connections, after
+        which the Pub/Sub emulator stopped pushing for over a minute.)
+        """
+        old = self.function
+        assert old is not None, "the stack is not started"
+        self._function_env_overrides.update(env or {})
+        name = f"function-{len(self.function_logs)}"
+        self.function = self._add(
+            _stopped_on_exit(start_function(name, self.log_dir, self.function_env()))
+        )
+        self.function_logs.append(self.function.log_path)
+        clients.subscriber_client(self.endpoints).modify_push_config(
+            request={
+                "subscription": self.pipeline.push_subscription,
+                "push_config": {"push_endpoint": self.pipeline.push_endpoint(self.function.url)},
+            }
+        )
+        if kill and old.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.process.pid, signal.SIGKILL)
+            old.process.wait(10)
+        old.stop()
+        self.processes.remove(old)
+        self._write_state()
+        return self.function
 
     def stop(self) -> None:
         """Stops every server (reverse order); signals are held off until all are gone."""
@@ -184,6 +222,7 @@ class LocalStack:
             "GOOGLE_CLOUD_PROJECT": self.names.project,
             "LOG_LEVEL": "INFO",
             **self.options.function_env,
+            **self._function_env_overrides,
         }
 
     def env(self) -> dict[str, str]:
