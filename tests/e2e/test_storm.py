@@ -181,7 +181,7 @@ def storm_stack(tmp_path: Path, stack_model_dir: Path):
             yield stack, proxy
 
 
-def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack) -> None:
+def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, capsys) -> None:
     stack, proxy = storm_stack
     storm = Storm(stack)
     started = time.monotonic()
@@ -228,11 +228,12 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack) -> None:
     duplicates = sorted(key for key, count in writes.items() if count > 1)
     masks = sum(1 for name in outputs if name.startswith("masks/"))
     errors = sum(1 for name in outputs if name.startswith("errors/"))
-    print(
-        f"\nstorm: uploads={len(storm.uploads)} masks={masks} errors={errors} "
-        f"dead_lettered={len(dead)} lost={len(lost)} duplicates={len(duplicates)} "
-        f"seconds={seconds:.1f}"
-    )
+    with capsys.disabled():  # the summary line shows in every run's output, CI's included
+        print(
+            f"\nstorm: uploads={len(storm.uploads)} masks={masks} errors={errors} "
+            f"dead_lettered={len(dead)} lost={len(lost)} duplicates={len(duplicates)} "
+            f"seconds={seconds:.1f}"
+        )
     detail = {
         "faults_injected": proxy.failed,
         "precondition_412s": proxy.precondition_failures,
