@@ -240,3 +240,36 @@ def test_mask_nearest_resize_never_invents_classes() -> None:
 def test_mask_rejects_non_2d_input() -> None:
     with pytest.raises(ValueError, match="2-D"):
         imaging.encode_mask(np.zeros((1, 128, 128), np.uint8), (10, 10))
+
+
+def test_decoding_never_runs_pillows_full_plugin_scan() -> None:
+    # The scan of every Pillow plugin cost an instance's first decode 100-300 ms; the accepted
+    # plugins are registered at import instead. A fresh interpreter, since other tests may scan.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import io, sys
+from PIL import Image
+from segmentation import imaging
+from segmentation.errors import InputError
+webp = io.BytesIO(); Image.new("RGB", (20, 10), 90).save(webp, format="WEBP")
+tiff = io.BytesIO(); Image.new("RGB", (20, 10), 90).save(tiff, format="TIFF")
+for data in (webp.getvalue(), tiff.getvalue(), b"<html>not an image</html>"):
+    try:
+        imaging.decode_image(data, max_pixels=10_000, size=(128, 128))
+    except InputError:
+        pass
+print(Image._initialized)
+"""
+    functions_dir = Path(__file__).resolve().parents[3] / "functions"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=functions_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "1", "Pillow ran its full plugin scan (Image.init())"
