@@ -16,7 +16,9 @@ from segmentation.errors import SettingsError
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
-DEFAULT_NUM_THREADS = 2
+# One interpreter thread per vCPU: the deployed instance has 1 vCPU (infra function_cpu), and a
+# second thread on one vCPU only contends (docs/performance.md). Raise it with the vCPU count.
+DEFAULT_NUM_THREADS = 1
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MODEL_CACHE_DIR = "/tmp/segmentation-models"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -18,7 +18,7 @@ def test_defaults_apply_when_only_required_variables_are_set() -> None:
         model_uri="gs://demo-seg-models/unet/latest",
         max_image_bytes=20971520,
         max_image_pixels=40000000,
-        num_threads=2,
+        num_threads=1,
         log_level="INFO",
         model_cache_dir="/tmp/segmentation-models",
     )
@@ -50,7 +50,7 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_empty_optional_variables_mean_default() -> None:
     settings = load_settings({**REQUIRED, "NUM_THREADS": "", "LOG_LEVEL": "  "})
-    assert settings.num_threads == 2
+    assert settings.num_threads == 1
     assert settings.log_level == "INFO"
 
 
