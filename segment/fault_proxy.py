@@ -15,16 +15,25 @@ is forwarded on a fresh upstream connection; the client side keeps HTTP/1.1 keep
 write or delete with `ifGenerationMatch=G` is answered 412 unless the object's generation is G
 (0: absent). Conditional requests are serialised (check, then forward, under one lock), so for the
 clients behind this proxy the condition holds atomically, as on Cloud Storage.
+
+Every object write the upstream accepted (a 2xx answer carrying the object resource, to an upload,
+copy, rewrite or compose) is recorded in `proxy.writes` as an `ObjectWrite` (bucket, name, the new
+generation, the custom metadata, the `ifGenerationMatch` asked for), in the order the upstream
+answered. This counts writes at the storage layer: a write is recorded even when the client that
+made it was killed before it read the answer or logged anything. Conditional writes are recorded
+under the lock that serialises them, so their order is the order the upstream applied them in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import json
 import random
 import re
 import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -46,6 +55,24 @@ HOP_BY_HOP = frozenset(
 )
 UPSTREAM_TIMEOUT_S = 60.0
 OBJECT_PATH = re.compile(r"^(?:/upload)?/storage/v1/b/(?P<bucket>[^/]+)/o(?:/(?P<name>.+))?$")
+# Requests that create an object: uploads (simple, multipart, the last chunk of a resumable one),
+# copy, rewrite and compose. Their 2xx answer carries the new object's resource.
+WRITE_PATH = re.compile(
+    r"^(?:/upload/storage/v1/b/[^/]+/o"
+    r"|/storage/v1/b/[^/]+/o/.+/(?:copyTo|rewriteTo)/b/[^/]+/o/.+"
+    r"|/storage/v1/b/[^/]+/o/.+/compose)$"
+)
+
+
+@dataclass(frozen=True)
+class ObjectWrite:
+    """One object write the upstream accepted (answered 2xx with the object's resource)."""
+
+    bucket: str
+    name: str
+    generation: int  # the generation the write created
+    metadata: dict[str, str] = field(default_factory=dict)  # the object's custom metadata
+    if_generation_match: int | None = None  # the precondition it carried, if any
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -74,6 +101,7 @@ class FaultProxy:
         self.enforce_preconditions = enforce_preconditions
         self.precondition_failures = 0
         self.conditional_lock = threading.Lock()
+        self._writes: list[ObjectWrite] = []
         self._server = _QuietServer((HOST, 0), _handler_for(self))
         self._thread: threading.Thread | None = None
 
@@ -119,6 +147,21 @@ class FaultProxy:
         with self._lock:
             self._failure_rate = rate
 
+    # --- observation ---------------------------------------------------------------------------
+
+    @property
+    def writes(self) -> list[ObjectWrite]:
+        """Every object write the upstream accepted through this proxy, in order (a copy)."""
+        with self._lock:
+            return list(self._writes)
+
+    def writes_to(self, bucket: str, prefix: str = "") -> list[ObjectWrite]:
+        return [w for w in self.writes if w.bucket == bucket and w.name.startswith(prefix)]
+
+    def _record_write(self, write: ObjectWrite) -> None:
+        with self._lock:
+            self._writes.append(write)
+
     def _should_fail(self) -> bool:
         with self._lock:
             fail = self._failure_rate > 0 and self._random.random() < self._failure_rate
@@ -149,6 +192,40 @@ def _conditional_target(method: str, target: str, body: bytes) -> tuple[str, str
     if not name:
         return None
     return unquote(match["bucket"]), name, int(query["ifGenerationMatch"][0])
+
+
+def _accepted_write(
+    method: str, target: str, status: int, payload: bytes, *, gzipped: bool = False
+) -> ObjectWrite | None:
+    """The object write a 2xx answer to an object-creating request confirms, else None."""
+    if method not in ("POST", "PUT") or not 200 <= status < 300 or not payload:
+        return None
+    parts = urlsplit(target)
+    if WRITE_PATH.match(parts.path) is None:
+        return None
+    try:
+        resource = json.loads(gzip.decompress(payload) if gzipped else payload)
+    except (ValueError, OSError, EOFError):
+        return None
+    if isinstance(resource, dict) and isinstance(resource.get("resource"), dict):
+        resource = resource["resource"]  # rewrite answers {"done": true, "resource": {...}}
+    if not isinstance(resource, dict) or not resource.get("name") or not resource.get("bucket"):
+        return None  # e.g. a resumable upload's start or a rewrite still in progress
+    try:
+        generation = int(resource.get("generation") or 0)
+    except (TypeError, ValueError):
+        generation = 0
+    metadata = resource.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    condition = parse_qs(parts.query).get("ifGenerationMatch")
+    return ObjectWrite(
+        bucket=str(resource["bucket"]),
+        name=str(resource["name"]),
+        generation=generation,
+        metadata={str(key): str(value) for key, value in metadata.items()},
+        if_generation_match=int(condition[0]) if condition and condition[0].isdigit() else None,
+    )
 
 
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
@@ -234,6 +311,12 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 connection.request(self.command, self.path, body=body or None, headers=headers)
                 response = connection.getresponse()
                 payload = response.read()
+                gzipped = "gzip" in (response.getheader("Content-Encoding") or "").lower()
+                write = _accepted_write(
+                    self.command, self.path, response.status, payload, gzipped=gzipped
+                )
+                if write is not None:  # applied upstream: recorded before the client hears of it
+                    proxy._record_write(write)
                 self._reply(response.status, response.getheaders(), payload)
             except OSError as exc:
                 message = json.dumps({"error": {"code": 502, "message": str(exc)}}).encode()

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import http.client
+import io
+import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +17,7 @@ from google.api_core.retry import Retry
 
 from segment import clients
 from segment.emulators import ManagedProcess, gcs_emulator
-from segment.fault_proxy import FaultProxy
+from segment.fault_proxy import FaultProxy, ObjectWrite, _accepted_write
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +124,139 @@ def test_enforces_generation_preconditions_the_emulator_ignores(gcs: ManagedProc
         bucket.blob("x").upload_from_string(b"1", if_generation_match=0)
         bucket.blob("x").upload_from_string(b"2", if_generation_match=0)
         assert plain.precondition_failures == 0
+
+
+# --- write counting: every object write the upstream accepted, at the storage layer ---------
+
+
+def test_records_every_accepted_write_once_with_its_metadata(gcs: ManagedProcess) -> None:
+    direct = _client(gcs.url)
+    direct.create_bucket("proxy-writes")
+    direct.create_bucket("proxy-writes-other")
+    with FaultProxy(gcs.url, seed=3, enforce_preconditions=True) as proxy:
+        bucket = _client(proxy.url).bucket("proxy-writes")
+        name = "masks/fotos/猫 im Garten.png.png"
+        blob = bucket.blob(name)
+        blob.metadata = {"source-generation": "17", "source-bucket": "in"}
+        blob.upload_from_string(b"\x89PNG mask", content_type="image/png", if_generation_match=0)
+        assert proxy.writes == [
+            ObjectWrite(
+                bucket="proxy-writes",
+                name=name,
+                generation=int(blob.generation),
+                metadata={"source-generation": "17", "source-bucket": "in"},
+                if_generation_match=0,
+            )
+        ]
+
+        # Not writes: a request refused by the precondition (412), one failed by the proxy (503),
+        # reads, lists, a metadata patch, a delete, and writes that bypass the proxy.
+        with pytest.raises(api_exceptions.PreconditionFailed):
+            bucket.blob(name).upload_from_string(b"again", if_generation_match=0)
+        proxy.set_failure_rate(1.0)
+        with pytest.raises(api_exceptions.ServiceUnavailable):
+            bucket.blob("failed").upload_from_string(b"x", retry=None)
+        proxy.set_failure_rate(0.0)
+        current = bucket.get_blob(name)
+        assert current is not None
+        current.metadata = {"patched": "yes"}
+        current.patch()
+        list(_client(proxy.url).list_blobs("proxy-writes"))
+        direct.bucket("proxy-writes").blob("direct").upload_from_string(b"not via the proxy")
+        bucket.blob("direct").delete()
+        assert len(proxy.writes) == 1
+
+        # A resumable upload in three chunks is one write (the last chunk's 2xx), as are a copy,
+        # a rewrite and a compose; a replacement is a second write with a new generation.
+        big = bucket.blob("big.bin", chunk_size=256 * 1024)
+        big.upload_from_file(io.BytesIO(b"y" * (600 * 1024)))  # no size: a resumable upload
+        bucket.copy_blob(big, _client(proxy.url).bucket("proxy-writes-other"), "copied.bin")
+        bucket.blob("rewritten.bin").rewrite(big)
+        bucket.blob("composed.bin").compose([big, big])
+        bucket.blob(name).upload_from_string(b"new", if_generation_match=current.generation)
+        writes = proxy.writes
+        assert [(w.bucket, w.name) for w in writes[1:]] == [
+            ("proxy-writes", "big.bin"),
+            ("proxy-writes-other", "copied.bin"),
+            ("proxy-writes", "rewritten.bin"),
+            ("proxy-writes", "composed.bin"),
+            ("proxy-writes", name),
+        ]
+        assert writes[-1].if_generation_match == current.generation
+        assert writes[-1].generation not in (0, writes[0].generation)
+        assert [w.name for w in proxy.writes_to("proxy-writes", "masks/")] == [name, name]
+        assert proxy.writes_to("proxy-writes-other") == [writes[2]]
+
+
+def _multipart_upload(bucket: str, name: str, metadata: dict[str, str]) -> tuple[str, bytes, str]:
+    boundary = "b0undary"
+    resource = json.dumps({"name": name, "metadata": metadata})
+    body = (
+        f"--{boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n"
+        f"--{boundary}\r\ncontent-type: image/png\r\n\r\nPNG\r\n--{boundary}--"
+    ).encode()
+    path = f"/upload/storage/v1/b/{bucket}/o?uploadType=multipart&ifGenerationMatch=0"
+    return path, body, f'multipart/related; boundary="{boundary}"'
+
+
+def test_counts_a_write_whose_client_vanished_before_the_answer(gcs: ManagedProcess) -> None:
+    """A function killed right after sending its upload logs nothing; the write still counts."""
+    direct = _client(gcs.url)
+    direct.create_bucket("proxy-vanish")
+    with FaultProxy(gcs.url, enforce_preconditions=True) as proxy:
+        path, body, content_type = _multipart_upload("proxy-vanish", "m.png", {"k": "v"})
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {proxy.url[7:]}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", proxy.port)) as raw:
+            raw.sendall(head + body)  # ... and gone without reading a byte of the answer
+        deadline = time.monotonic() + 10
+        while not proxy.writes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(w.name, w.metadata) for w in proxy.writes] == [("m.png", {"k": "v"})]
+        assert direct.bucket("proxy-vanish").get_blob("m.png") is not None
+
+        # The client's retry of the same conditional upload is refused, so it stays one write.
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+        assert connection.getresponse().status == 412
+        connection.close()
+        assert len(proxy.writes) == 1
+
+
+RESOURCE = {"kind": "storage#object", "bucket": "b", "name": "o", "generation": "7"}
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status", "payload", "expected"),
+    [
+        ("POST", "/upload/storage/v1/b/b/o?uploadType=multipart", 200, RESOURCE, ("o", 7)),
+        ("PUT", "/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=x", 200, RESOURCE,
+         ("o", 7)),
+        ("PUT", "/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=x", 308, None, None),
+        ("POST", "/upload/storage/v1/b/b/o?uploadType=resumable", 200, None, None),  # the start
+        ("POST", "/upload/storage/v1/b/b/o?uploadType=multipart", 412, {"error": {}}, None),
+        ("POST", "/upload/storage/v1/b/b/o?uploadType=multipart", 503, RESOURCE, None),
+        ("POST", "/storage/v1/b/b/o/s/rewriteTo/b/b/o/o", 200,
+         {"done": True, "resource": RESOURCE}, ("o", 7)),
+        ("POST", "/storage/v1/b/b/o/s/rewriteTo/b/b/o/o", 200,
+         {"done": False, "rewriteToken": "t"}, None),  # a rewrite still in progress
+        ("POST", "/storage/v1/b/b/o/o/compose", 200, RESOURCE, ("o", 7)),
+        ("PATCH", "/storage/v1/b/b/o/o", 200, RESOURCE, None),  # metadata only
+        ("GET", "/storage/v1/b/b/o/o", 200, RESOURCE, None),
+        ("POST", "/storage/v1/b/b/o", 200, RESOURCE, None),  # not an upload path
+        ("POST", "/upload/storage/v1/b/b/o?uploadType=media", 200, "not json", None),
+    ],
+)  # fmt: skip
+def test_which_answers_are_writes(method, target, status, payload, expected) -> None:
+    data = b"" if payload is None else json.dumps(payload).encode()
+    write = _accepted_write(method, target, status, data)
+    assert (None if write is None else (write.name, write.generation)) == expected
+
+
+def test_reads_a_gzipped_answer_and_the_precondition() -> None:
+    data = gzip.compress(json.dumps({**RESOURCE, "metadata": {"a": 1}}).encode())
+    target = "/upload/storage/v1/b/b/o?uploadType=multipart&ifGenerationMatch=0"
+    write = _accepted_write("POST", target, 200, data, gzipped=True)
+    assert write == ObjectWrite("b", "o", 7, {"a": "1"}, if_generation_match=0)
