@@ -58,17 +58,21 @@ def write_tf(tmp_path: Path) -> Callable[[str], Path]:
     return write
 
 
+def require_tool(name: str, path: str | None, where: str) -> str:
+    """The tool's path; without it, skip locally but fail when CI is set (CI has the tool)."""
+    if path is None:
+        message = f"{name} is not on PATH ({where})"
+        if tools.in_ci():
+            pytest.fail(f"{message}; CI is set, so it is required", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def terraform_bin() -> str:
-    path = tools.terraform()
-    if path is None:
-        pytest.skip("terraform is not on PATH (CI has terraform 1.11.4)")
-    return path
+    return require_tool("terraform", tools.terraform(), "CI has terraform 1.11.4")
 
 
 @pytest.fixture(scope="session")
 def gcloud_bin() -> str:
-    path = tools.gcloud()
-    if path is None:
-        pytest.skip("gcloud is not on PATH (CI has the Google Cloud SDK)")
-    return path
+    return require_tool("gcloud", tools.gcloud(), "CI has the Google Cloud SDK")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.iac.conftest import require_tool
 from tools.iac import check_cloudbuild
 from tools.iac.check_cloudbuild import CLOUDBUILD, gcloud_parse, jsonschema_check, lint, load
 
@@ -125,3 +126,44 @@ def test_cli_fails_on_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     broken.write_text(broken.read_text().replace("waitFor: ['setup']", "waitFor: ['nope']", 1))
     assert check_cloudbuild.main([str(broken)]) == 1
     assert "nope" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_gcloud(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(check_cloudbuild.tools, "gcloud", lambda: None)
+
+
+def test_cli_skips_the_gcloud_parse_without_gcloud_outside_ci(
+    no_gcloud, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    monkeypatch.delenv("CI", raising=False)
+    assert check_cloudbuild.main([str(CLOUDBUILD)]) == 0
+    assert "cloudbuild gcloud parse: skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["true", "1", "yes"])
+def test_cli_fails_without_gcloud_in_ci(
+    no_gcloud, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+):
+    monkeypatch.setenv("CI", value)
+    assert check_cloudbuild.main([str(CLOUDBUILD)]) == 1
+    out = capsys.readouterr().out
+    assert "cloudbuild gcloud parse: FAILED" in out
+    assert "CI is set" in out
+    assert "skipped" not in out
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", False), ("false", False), ("0", False)])
+def test_ci_flag_values(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool):
+    monkeypatch.setenv("CI", value)
+    assert check_cloudbuild.tools.in_ci() is expected
+
+
+def test_missing_tool_fixture_fails_in_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_tool("gcloud", None, "CI has the Google Cloud SDK")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="gcloud is not on PATH"):
+        require_tool("gcloud", None, "CI has the Google Cloud SDK")
+    assert require_tool("gcloud", "/usr/bin/gcloud", "-") == "/usr/bin/gcloud"

@@ -13,6 +13,9 @@
   declared in ``substitutions`` and every declared one is used (Cloud Build rejects unknown ones
   only at submit time), and the training step guarded by ``_TRAIN`` defaulting to 'false'.
 
+Without gcloud on PATH the parser check is skipped, unless the environment variable CI is set
+(tools.in_ci): then it fails.
+
 Run ``python -m tools.iac.check_cloudbuild [FILE]``.
 """
 
@@ -201,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     results = {"schema": jsonschema_check(path)}
     if tools.gcloud():
         results["gcloud parse"] = gcloud_parse(path)
+    elif tools.in_ci():
+        # CI (and Cloud Build's test and iac-checks steps) install the SDK: a missing gcloud
+        # there is a broken environment, not a reason to skip the check.
+        results["gcloud parse"] = (False, "gcloud not on PATH, and CI is set: it is required\n")
     else:
-        print("cloudbuild gcloud parse: skipped (gcloud not on PATH)")
+        print("cloudbuild gcloud parse: skipped (gcloud not on PATH; set CI=true to require it)")
     problems = lint(load(path))
     results["lint"] = (not problems, "\n".join(problems) + "\n" if problems else "")
     for name, (ok, output) in results.items():

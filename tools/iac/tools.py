@@ -21,6 +21,13 @@ def venv_tool(name: str) -> Path | None:
     return Path(found) if found else None
 
 
+def in_ci() -> bool:
+    """True when the environment variable CI is set (CI=true, as CI services and the Cloud Build
+    steps set it): tools CI is known to have (terraform, gcloud) are then required, a missing one
+    is a failure instead of a skipped check. Empty, "0", "false" and "no" count as unset."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def terraform() -> str | None:
     return shutil.which("terraform")
 
