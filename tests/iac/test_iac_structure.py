@@ -160,6 +160,50 @@ MUTATIONS = {
         "",
         "needs an oidc_token",
     ),
+    "push-subscription-on-another-topic": (
+        MESSAGING,
+        '  name                       = "${var.prefix}-uploads-push"\n'
+        "  topic                      = google_pubsub_topic.uploads.id",
+        '  name                       = "${var.prefix}-uploads-push"\n'
+        "  topic                      = google_pubsub_topic.dead_letter.id",
+        "topic must be the uploads topic, the one the storage notification publishes to",
+    ),
+    "push-endpoint-elsewhere": (
+        MESSAGING,
+        'push_endpoint = "${local.function_url}/${google_pubsub_topic.uploads.id}"',
+        'push_endpoint = "https://example.com/${google_pubsub_topic.uploads.id}"',
+        "push_endpoint must be the function's service URI",
+    ),
+    "push-endpoint-behind-a-literal-prefix": (
+        MESSAGING,
+        'push_endpoint = "${local.function_url}/${google_pubsub_topic.uploads.id}"',
+        'push_endpoint = "https://example.com/?to=${local.function_url}"',
+        "push_endpoint must be the function's service URI",
+    ),
+    "oidc-audience-elsewhere": (
+        MESSAGING,
+        "      audience              = local.function_url",
+        '      audience              = "https://example.com"',
+        "the oidc_token audience must be the function's service URI",
+    ),
+    "oidc-audience-missing": (
+        MESSAGING,
+        "      audience              = local.function_url\n",
+        "",
+        "the oidc_token audience must be the function's service URI",
+    ),
+    "root-passes-another-url": (
+        "main.tf",
+        "  function_url               = module.function.function_url",
+        '  function_url               = "https://example.com"',
+        "push_endpoint must be the function's service URI",
+    ),
+    "function-output-not-the-uri": (
+        "infra/function/outputs.tf",
+        "value       = google_cloudfunctions2_function.this.service_config[0].uri",
+        "value       = google_cloudfunctions2_function.this.name",
+        "the oidc_token audience must be the function's service URI",
+    ),
     "event-trigger-instead-of-push": (
         FUNCTION,
         "  service_config {",
@@ -322,3 +366,65 @@ def test_dict_mutation_notification_removed(repo_config):
             b for b in module.blocks if b.labels[:1] != ("google_storage_notification",)
         ]
     assert "no google_storage_notification" in " ".join(check_config(repo_config))
+
+
+# The delivering subscription moved to a topic of its own: a complete, otherwise valid topic that
+# nothing publishes uploads to. Exactly that is reported.
+OTHER_TOPIC = """resource "google_pubsub_topic" "other" {
+  project = var.project_id
+  name    = "${var.prefix}-other"
+}
+
+"""
+
+
+def test_push_subscription_on_a_topic_the_notification_does_not_publish_to(tf_copy: Path):
+    messaging = tf_copy / MESSAGING
+    edit(
+        messaging,
+        'resource "google_pubsub_topic" "dead_letter" {',
+        OTHER_TOPIC.rstrip("\n") + '\n\nresource "google_pubsub_topic" "dead_letter" {',
+    )
+    assert check_config(load_config(tf_copy)) == []
+    edit(
+        messaging,
+        "  topic                      = google_pubsub_topic.uploads.id",
+        "  topic                      = google_pubsub_topic.other.id",
+    )
+    problems = check_config(load_config(tf_copy))
+    assert len(problems) == 1, problems
+    assert "uploads_push: topic must be the uploads topic" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (
+            'push_endpoint = "${local.function_url}/${google_pubsub_topic.uploads.id}"',
+            'push_endpoint = "https://example.com/${google_pubsub_topic.uploads.id}"',
+        ),
+        ("      audience              = local.function_url", '      audience = "https://x.test"'),
+    ],
+    ids=["endpoint", "audience"],
+)
+def test_function_uri_problems_come_alone(tf_copy: Path, old: str, new: str):
+    edit(tf_copy / MESSAGING, old, new)
+    problems = check_config(load_config(tf_copy))
+    assert len(problems) == 1, problems
+    assert "must be the function's service URI" in problems[0]
+
+
+def test_points_at_function_uri_resolves_through_the_root(repo_config):
+    messaging = next(m for p, m in repo_config.items() if p.name == "messaging")
+    function = next(m for p, m in repo_config.items() if p.name == "function")
+    assert check_structure.points_at_function_uri(repo_config, messaging, "${var.function_url}")
+    assert check_structure.points_at_function_uri(
+        repo_config, function, "${google_cloudfunctions2_function.this.url}"
+    )
+    for value in (
+        "https://example.com",
+        "${var.prefix}",
+        "${google_pubsub_topic.uploads.id}",
+        None,
+    ):
+        assert not check_structure.points_at_function_uri(repo_config, messaging, value)

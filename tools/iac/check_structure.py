@@ -6,9 +6,11 @@ that the check notices. The properties (see DESIGN.md and docs/deploy.md):
 
 * the input bucket's notification is OBJECT_FINALIZE + JSON_API_V1 on the uploads topic, and the
   Cloud Storage service agent may publish to that topic (else creating it fails with 403);
-* the subscription that delivers uploads to the function has a retry policy and a dead-letter
-  policy (>= 5 attempts) to a dead-letter topic that has a subscription of its own, and the
-  Pub/Sub service agent has the rights dead-lettering needs;
+* the subscription that delivers uploads to the function is on the uploads topic (the one the
+  storage notification publishes to), pushes to the function's service URI with an OIDC token
+  whose audience is that URI, has a retry policy and a dead-letter policy (>= 5 attempts) to a
+  dead-letter topic that has a subscription of its own, and the Pub/Sub service agent has the
+  rights dead-lettering needs;
 * the function is python312 / segment_image, internal ingress only, gets the env var contract,
   and its service account holds bucket-level roles only (no project/folder/org role beyond
   FUNCTION_PROJECT_ROLE_ALLOWLIST);
@@ -137,6 +139,67 @@ def _topic_ref(value: Any) -> str | None:
     return match.group(1) if match else None
 
 
+_FUNCTION_URI_RE = re.compile(
+    r"(?<![\w.])google_cloudfunctions2_function\.([\w-]+)\.(?:service_config\[0\]\.uri|url)\b"
+)
+_REF_RE = re.compile(
+    r"(?<![\w.])(?:(local|var)\.([\w-]+)|module\.([\w-]+)(?:\[[^\]]*\])?\.([\w-]+)"
+    r"|google_cloudfunctions2_function\.[\w-]+\.(?:service_config\[0\]\.uri|url)\b)"
+)
+
+
+def _called_module(config: Config, caller: Module, call_name: str) -> Module | None:
+    source = caller.module_calls().get(call_name, {}).get("source")
+    if not isinstance(source, str):
+        return None
+    target = (caller.path / source).resolve()
+    return next((m for m in config.values() if m.path.resolve() == target), None)
+
+
+def points_at_function_uri(config: Config, module: Module, value: Any, depth: int = 8) -> bool:
+    """Does the value start with the function's service URI?
+
+    That is: a string whose first interpolation leads, through locals, module variables (the
+    values every caller passes, else the default) and module outputs, to
+    ``google_cloudfunctions2_function.X.service_config[0].uri`` (or ``.url``) of a function of
+    the module holding that reference. Wrapping calls such as ``trimsuffix(..., "/")`` are
+    looked through; a literal prefix (``"https://elsewhere/${...}"``) is not the function's URI.
+    """
+    if depth == 0 or not isinstance(value, str) or not value.startswith("${"):
+        return False
+    match = _REF_RE.search(next(interpolations(value), ""))
+    if match is None:
+        return False
+    kind, name, call, output = match.groups()
+    if kind == "local":
+        local = module.locals().get(name)
+        return points_at_function_uri(config, module, local, depth - 1)
+    if kind == "var":
+        return _variable_points_at_function_uri(config, module, name, depth - 1)
+    if call is not None:
+        called = _called_module(config, module, call)
+        out = (called.outputs().get(output) or {}) if called is not None else {}
+        return called is not None and points_at_function_uri(
+            config, called, out.get("value"), depth - 1
+        )
+    function = _FUNCTION_URI_RE.match(match.group(0))
+    return function is not None and (
+        module.resource("google_cloudfunctions2_function", function.group(1)) is not None
+    )
+
+
+def _variable_points_at_function_uri(config: Config, module: Module, name: str, depth: int) -> bool:
+    """var.<name> points at the function's URI in every call of the module (or by default)."""
+    callers = _callers(config, module)
+    if callers:
+        return all(
+            name in body and points_at_function_uri(config, caller, body[name], depth)
+            for caller, body in callers
+        )
+    variable = module.variables().get(name) or {}
+    return points_at_function_uri(config, module, variable.get("default"), depth)
+
+
 def _project_iam_of(config: Config, member_pattern: str) -> list[tuple[Block, str]]:
     """(block, role) of every project/folder/org IAM grant whose member matches the pattern."""
     grants = []
@@ -214,19 +277,48 @@ def check_delivery(config: Config) -> list[str]:
     ]
     if not pushes:
         return [*problems, "no push subscription delivers uploads to the function"]
+    uploads_topics = _notification_topics(config)
     for module, block in pushes:
-        problems += _check_push_subscription(config, module, block)
+        problems += _check_push_subscription(config, module, block, uploads_topics)
     return problems
 
 
-def _check_push_subscription(config: Config, module: Module, block: Block) -> list[str]:
+def _notification_topics(config: Config) -> set[tuple[Path, str]]:
+    """(module path, topic name) of every google_pubsub_topic a storage notification targets."""
+    return {
+        (module.path, topic)
+        for module, block in _find(config, "google_storage_notification")
+        if (topic := _topic_ref(block.body.get("topic"))) is not None
+    }
+
+
+def _check_push_subscription(
+    config: Config, module: Module, block: Block, uploads_topics: set[tuple[Path, str]]
+) -> list[str]:
     body = block.body
     where = f"{module.path.name}/{block.address}"
     problems = []
+    topic = _topic_ref(body.get("topic"))
+    if topic is None or (module.path, topic) not in uploads_topics:
+        problems.append(
+            f"{where}: topic must be the uploads topic, the one the storage notification "
+            f"publishes to (got {body.get('topic')!r})"
+        )
     push = first_block(body, "push_config") or {}
+    if not points_at_function_uri(config, module, push.get("push_endpoint")):
+        problems.append(
+            f"{where}: push_endpoint must be the function's service URI "
+            f"(google_cloudfunctions2_function service_config[0].uri), got "
+            f"{push.get('push_endpoint')!r}"
+        )
     oidc = first_block(push, "oidc_token")
     if not oidc or not oidc.get("service_account_email"):
         problems.append(f"{where}: push_config needs an oidc_token (authenticated push)")
+    elif not points_at_function_uri(config, module, oidc.get("audience")):
+        problems.append(
+            f"{where}: the oidc_token audience must be the function's service URI "
+            f"(got {oidc.get('audience')!r})"
+        )
     retry = first_block(body, "retry_policy")
     if not retry or not retry.get("minimum_backoff") or not retry.get("maximum_backoff"):
         problems.append(f"{where}: needs a retry_policy with minimum_backoff and maximum_backoff")
