@@ -72,11 +72,14 @@ demo: setup ## Run the local stack on samples/ (masks, error record, contact she
 	$(VENV)/bin/segment local run $(filter-out %.py,$(wildcard samples/*)) --out $(DEMO_OUT)
 	@echo "contact sheet: $(DEMO_OUT)/contact-sheet.png  (README image: cp it to docs/img/contact-sheet.png)"
 
-lock: ## Re-resolve requirements/dev.lock from requirements/dev.in
+lock: ## Re-resolve the locks: requirements/dev.lock, checkov.txt, then functions/requirements.txt (within dev.lock)
 	$(UV) pip compile requirements/dev.in --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/dev.lock
 	$(UV) pip compile requirements/checkov.in --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/checkov.txt
+	cd requirements && ../$(UV) pip compile functions.in -c dev.lock --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 --annotation-style line \
+	  --custom-compile-command "make lock" -o ../functions/requirements.txt
 
 clean: ## Remove virtualenvs and caches
 	rm -rf $(VENV) $(TFLITE_VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache
