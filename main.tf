@@ -140,6 +140,7 @@ module "training_vm" {
   epochs            = var.training_epochs
   fine_tune_epochs  = var.training_fine_tune_epochs
   max_run_hours     = var.training_max_run_hours
+  source_commit     = var.source_commit
   subnet_cidr       = var.training_subnet_cidr
   enable_iap_ssh    = var.training_enable_iap_ssh
 

@@ -259,6 +259,17 @@ variable "training_max_run_hours" {
   default     = 12
 }
 
+variable "source_commit" {
+  type        = string
+  description = "Git commit of the deployed source; the training VM exports it as MODEL_BUILD_GIT_COMMIT, so published model manifests record it. \"\" = unknown (not recorded). Cloud Build sets it to $COMMIT_SHA (empty in builds not started by a trigger)."
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([0-9a-fA-F]{7,64})?$", var.source_commit))
+    error_message = "source_commit must be empty or a git commit id (7-64 hex digits)."
+  }
+}
+
 variable "training_subnet_cidr" {
   type        = string
   description = "IP range of the training subnet."

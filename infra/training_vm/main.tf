@@ -22,6 +22,7 @@ locals {
     epochs           = var.epochs == null ? "" : tostring(var.epochs)
     fine_tune_epochs = var.fine_tune_epochs == null ? "" : tostring(var.fine_tune_epochs)
     uv_version       = var.uv_version
+    source_commit    = var.source_commit
   }
 }
 

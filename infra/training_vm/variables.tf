@@ -146,6 +146,17 @@ variable "max_run_hours" {
   }
 }
 
+variable "source_commit" {
+  type        = string
+  description = "Git commit of the training source; the startup script exports it as MODEL_BUILD_GIT_COMMIT, which model_build records in the published manifest. \"\" = unknown (not exported)."
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([0-9a-fA-F]{7,64})?$", var.source_commit))
+    error_message = "source_commit must be empty or a git commit id (7-64 hex digits)."
+  }
+}
+
 variable "uv_version" {
   type        = string
   description = "uv release the startup script installs (the same as the Makefile's); uv then installs Python 3.12 (the DLVM image ships 3.10)."

@@ -61,10 +61,24 @@ def test_template_keys_are_what_the_module_passes():
             "fine_tune_epochs",
             "models_bucket",
             "source_bucket",
+            "source_commit",
             "source_object",
             "uv_version",
         ]
     )
+
+
+def test_exports_the_source_commit_for_the_manifest(script: str):
+    # model_build records MODEL_BUILD_GIT_COMMIT in the published manifest.
+    line = 'export MODEL_BUILD_GIT_COMMIT="0123456789abcdef0123456789abcdef01234567"\n'
+    assert line in script
+    assert script.index(line) < script.index('-m model_build "${args[@]}"')
+
+
+def test_unknown_source_commit_is_not_exported(terraform_bin: str):
+    script = render_repo_script(source_commit="")
+    assert "export MODEL_BUILD_GIT_COMMIT" not in script
+    assert bash_syntax(script)[0]
 
 
 def test_missing_template_variable_fails(terraform_bin: str):

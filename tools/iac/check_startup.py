@@ -32,6 +32,7 @@ SAMPLE_VALUES = {
     "epochs": "30",
     "fine_tune_epochs": "",
     "uv_version": "0.13.9",
+    "source_commit": "0123456789abcdef0123456789abcdef01234567",
 }
 
 
