@@ -81,9 +81,46 @@ def test_cloudbuild_contract():
     images = {s["name"] for s in doc["steps"]}
     assert images <= {
         "hashicorp/terraform:1.11.4",
-        "python:3.12",
+        "python:3.12-bookworm",
         "gcr.io/cloud-builders/gcloud",
     }
+
+
+def _step(doc, step_id: str) -> dict:
+    return next(s for s in doc["steps"] if s["id"] == step_id)
+
+
+def test_python_steps_share_the_setup_image():
+    # .venv points at the setup image's /usr/local/bin/python3.12: every step using it must run
+    # the same image (pinned to bookworm, whose Debian has the Java 17 runtime).
+    doc = load()
+    python_steps = [s for s in doc["steps"] if s["name"].startswith("python:")]
+    assert {s["id"] for s in python_steps} == {"setup", "test", "iac-checks"}
+    assert {s["name"] for s in python_steps} == {"python:3.12-bookworm"}
+
+
+def test_test_step_installs_the_cloud_sdk_emulator_and_java():
+    script = _step(load(), "test")["args"][-1]
+    assert "https://packages.cloud.google.com/apt cloud-sdk main" in script
+    assert "signed-by=/usr/share/keyrings/cloud.google.gpg" in script
+    install = script[script.index("google-cloud-cli google-cloud-cli-pubsub-emulator") :]
+    assert "openjdk-17-jre-headless" in install.splitlines()[0]
+    assert "platform/pubsub-emulator/bin/cloud-pubsub-emulator" in script
+    assert script.index("apt-get install") < script.index("make test")
+
+
+@pytest.mark.parametrize("step_id", ["test", "iac-checks"])
+def test_checking_steps_run_with_ci_set_and_gcloud_installed(step_id: str):
+    step = _step(load(), step_id)
+    assert "CI=true" in step.get("env", [])
+    assert "apt-get install" in step["args"][-1]
+    assert " google-cloud-cli" in step["args"][-1]
+
+
+def test_terraform_gets_the_commit_sha():
+    env = load()["options"]["env"]
+    assert "TF_VAR_source_commit=$COMMIT_SHA" in env
+    assert "COMMIT_SHA" in check_cloudbuild.BUILTIN_SUBSTITUTIONS
 
 
 @pytest.mark.parametrize(
