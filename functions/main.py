@@ -1,7 +1,11 @@
 """Cloud Function entry point (2nd gen, python312): `segment_image`.
 
-Deploy: gcloud functions deploy segment-image --gen2 --runtime=python312 --source=functions \
-    --entry-point=segment_image --trigger-topic=<prefix>-uploads ...
+Deploy with Terraform from the repository root (`terraform apply`, see docs/deploy.md): it builds
+this directory as a function without an Eventarc trigger and delivers uploads through an explicit
+Pub/Sub push subscription with an OIDC token, a retry policy and a dead-letter topic
+(infra/messaging/main.tf). Do not deploy it with `gcloud functions deploy --trigger-topic`: that
+trigger's Eventarc-managed subscription has no dead-letter policy, so failing uploads would be
+retried for a day and then dropped.
 
 Settings are read and validated here, at cold start: a bad variable fails the deployment with an
 error naming it. The storage client and the model are created lazily on first use, once per
