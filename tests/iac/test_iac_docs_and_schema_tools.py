@@ -10,17 +10,35 @@ from tools.iac import docs_tables, regenerate_schema
 from tools.iac.check_schema import SCHEMA_DIR
 
 
-def test_deploy_doc_tables_are_current():
-    current = docs_tables.DEPLOY_DOC.read_text()
+@pytest.mark.parametrize("document", docs_tables.DOCUMENTS, ids=lambda p: p.name)
+def test_doc_tables_are_current(document):
+    current = document.read_text()
     assert docs_tables.render(current, docs_tables.tables()) == current, (
         "run: .venv/bin/python -m tools.iac.docs_tables --write"
     )
 
 
-def test_deploy_doc_lists_every_root_variable():
-    text = docs_tables.DEPLOY_DOC.read_text()
+@pytest.mark.parametrize("document", docs_tables.DOCUMENTS, ids=lambda p: p.name)
+def test_doc_lists_every_root_variable_and_output(document):
+    text = document.read_text()
     for needle in ("`project_id`", "`model_version`", "`training_gpu_type`", "`function_url`"):
         assert needle in text
+    root = docs_tables.load_config(docs_tables.REPO_ROOT)[docs_tables.REPO_ROOT]
+    for name in [*root.variables(), *root.outputs()]:
+        assert f"| `{name}` |" in text, name
+
+
+def test_cli_reports_a_stale_document(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "doc.md"
+    markers = "<!-- BEGIN GENERATED: {0} -->\n| old |\n<!-- END GENERATED: {0} -->\n"
+    stale.write_text(markers.format("variables") + markers.format("outputs"))
+    monkeypatch.setattr(docs_tables, "DOCUMENTS", (stale,))
+    monkeypatch.setattr(docs_tables, "REPO_ROOT", tmp_path)
+    assert docs_tables.main([]) == 1
+    assert "doc.md tables are stale" in capsys.readouterr().out
+    assert docs_tables.main(["--write"]) == 0
+    assert docs_tables.main([]) == 0
+    assert "| `project_id` |" in stale.read_text()
 
 
 def test_render_requires_markers():

@@ -1,9 +1,11 @@
-"""The variables and outputs tables of docs/deploy.md, generated from the root module.
+"""The variables and outputs tables of docs/deploy.md and README.md, generated from the root
+module.
 
 The tables sit between ``<!-- BEGIN GENERATED: variables -->`` / ``<!-- END GENERATED: ... -->``
-markers; tests/iac fails when they drift from variables.tf / outputs.tf.
+markers; tests/iac fails when they drift from variables.tf / outputs.tf. Only the text between
+the markers is rewritten.
 
-    .venv/bin/python -m tools.iac.docs_tables --write     # refresh docs/deploy.md
+    .venv/bin/python -m tools.iac.docs_tables --write     # refresh docs/deploy.md and README.md
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 from tools.iac.hcl import REPO_ROOT, Module, expression, load_config
 
 DEPLOY_DOC = REPO_ROOT / "docs" / "deploy.md"
+README = REPO_ROOT / "README.md"
+DOCUMENTS = (DEPLOY_DOC, README)
 
 
 def _hcl_value(value: Any) -> str:
@@ -88,15 +92,20 @@ def render(doc: str, generated: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    current = DEPLOY_DOC.read_text()
-    updated = render(current, tables())
-    if "--write" in args:
-        DEPLOY_DOC.write_text(updated)
-        return 0
-    if updated != current:
-        print("docs/deploy.md tables are stale: run python -m tools.iac.docs_tables --write")
-        return 1
-    return 0
+    generated = tables()
+    stale = []
+    for document in DOCUMENTS:
+        current = document.read_text()
+        updated = render(current, generated)
+        if updated == current:
+            continue
+        if "--write" in args:
+            document.write_text(updated)
+        else:
+            stale.append(document.relative_to(REPO_ROOT))
+    for document in stale:
+        print(f"{document} tables are stale: run python -m tools.iac.docs_tables --write")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
