@@ -8,13 +8,13 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from segmentation.pipeline import handle_cloud_event
 from segmentation.results import Outcome
 from segmentation.storage import error_name, mask_name
 
 from tests.fakes import notifications
-from tests.fakes.images import encode, png_header_only
+from tests.fakes.images import GREEN, RED, encode, png_header_only
 from tests.fakes.notifications import INPUT_BUCKET, OUTPUT_BUCKET
 
 
@@ -36,12 +36,6 @@ def _gradient(size, mode="RGB"):
     ramp = np.linspace(0, 255, width * height, dtype=np.float64).reshape(height, width)
     rgb = np.stack([ramp, ramp[::-1], np.full_like(ramp, 90)], axis=-1).astype(np.uint8)
     return Image.fromarray(rgb).convert(mode) if mode != "RGB" else Image.fromarray(rgb)
-
-
-def _exif_jpeg(orientation, size=(60, 40)):
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return encode(_gradient(size), "JPEG", exif=exif.tobytes())
 
 
 def _sixteen_bit_png():
@@ -76,15 +70,88 @@ def test_unusual_but_valid_images_get_a_mask_of_their_size(store, tiny_model, se
     assert set(np.unique(np.asarray(mask))) <= {0, 1, 2}
 
 
+# EXIF orientation: the stored pixels hold a red strip (the tiny model's class 0, "pet") in the
+# top-left corner of a green field (class 1), 30x10 of 60x40: a different place or shape on
+# screen for each of the 8 orientations. The mask must follow the strip where a viewer shows it.
+STORED_SIZE = (60, 40)  # (width, height) as stored in the file
+STRIP = (slice(0, 10), slice(0, 30))  # rows, columns of the red strip in the stored pixels
+# What a viewer does to the stored pixels for each EXIF orientation (EXIF 2.3, tag 0x0112),
+# written out with numpy, independently of the decoder's table; checked against Pillow's
+# ImageOps.exif_transpose below.
+DISPLAYED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # rotated 180
+    4: lambda a: a[::-1, :],  # mirrored top-bottom
+    5: lambda a: np.swapaxes(a, 0, 1),  # transposed (mirror + 270 CW)
+    6: lambda a: np.rot90(a, k=-1),  # rotated 90 CW
+    7: lambda a: np.rot90(a, k=2).swapaxes(0, 1),  # transversed (mirror + 90 CW)
+    8: lambda a: np.rot90(a, k=1),  # rotated 90 CCW
+}
+
+
+def _stored_classes() -> np.ndarray:
+    classes = np.ones(STORED_SIZE[::-1], np.uint8)  # background
+    classes[STRIP] = 0  # pet
+    return classes
+
+
+def _oriented_file(orientation: int, fmt: str) -> bytes:
+    colours = np.array([RED, GREEN], np.uint8)[_stored_classes()]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    params = {"quality": 95, "subsampling": 0} if fmt == "JPEG" else {}
+    return encode(Image.fromarray(colours), fmt, exif=exif.tobytes(), **params)
+
+
+def _near_a_boundary(classes: np.ndarray, margin: int) -> np.ndarray:
+    """Pixels within `margin` (Chebyshev) of a pixel of another class."""
+    padded = np.pad(classes, margin, mode="edge")
+    height, width = classes.shape
+    near = np.zeros(classes.shape, bool)
+    for dy in range(2 * margin + 1):
+        for dx in range(2 * margin + 1):
+            near |= padded[dy : dy + height, dx : dx + width] != classes
+    return near
+
+
+def _pet_centroid(classes: np.ndarray) -> np.ndarray:
+    return np.argwhere(classes == 0).mean(axis=0)
+
+
+def test_the_orientation_cases_put_the_strip_in_eight_different_places():
+    shown = {o: DISPLAYED[o](_stored_classes()) for o in DISPLAYED}
+    assert len({(m.shape, m.tobytes()) for m in shown.values()}) == 8
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_exif_orientation_gives_a_mask_of_the_oriented_size(
-    store, tiny_model, settings, orientation
+def test_every_exif_orientation_gives_a_mask_aligned_with_the_oriented_image(
+    store, tiny_model, settings, orientation, fmt
 ):
-    name = f"rotated-{orientation}.jpg"
-    result = _deliver(store, tiny_model, settings, name, _exif_jpeg(orientation))
-    assert result.outcome == Outcome.MASK_WRITTEN
-    mask, _ = _mask(store, name)
-    assert mask.size == ((40, 60) if orientation >= 5 else (60, 40))
+    name = f"rotated-{orientation}.{fmt.lower()}"
+    data = _oriented_file(orientation, fmt)
+    expected = DISPLAYED[orientation](_stored_classes())
+    interior = ~_near_a_boundary(expected, margin=2)
+    # The numpy table agrees with Pillow's reading of the file as a viewer would show it.
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert reference.shape[:2] == expected.shape
+    assert np.array_equal(np.argmax(reference, axis=-1)[interior], expected[interior])
+
+    result = _deliver(store, tiny_model, settings, name, data)
+    assert result.outcome == Outcome.MASK_WRITTEN, result
+    mask, stored = _mask(store, name)
+    classes = np.asarray(mask)
+    assert mask.size == (expected.shape[1], expected.shape[0])
+    assert stored.info.metadata["image-width"] == str(expected.shape[1])
+    # Aligned: every pixel away from the strip's edge has the class shown there; at the edge
+    # (the 128x128 model input resampled back) at most a pixel's band differs; the strip's
+    # centre is where the viewer shows it.
+    assert np.array_equal(classes[interior], expected[interior])
+    assert np.count_nonzero(classes != expected) <= np.count_nonzero(
+        _near_a_boundary(expected, margin=1)
+    )
+    assert np.abs(_pet_centroid(classes) - _pet_centroid(expected)).max() <= 1.0
 
 
 def _truncated_jpeg():
