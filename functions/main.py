@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask
 import functions_framework
-from segmentation import imaging, logs
+from segmentation import imaging, logs, push
 from segmentation.model import LazyModel, load_model
 from segmentation.pipeline import handle_cloud_event
 from segmentation.settings import load_settings
@@ -45,3 +46,15 @@ def segment_image(cloud_event: Any) -> None:
     transient, configuration and unexpected errors.
     """
     handle_cloud_event(cloud_event, store=STORE, model=MODEL, settings=SETTINGS)
+
+
+@functions_framework.errorhandler(400)
+def segment_push_without_data(error: Exception) -> Any:
+    """functions-framework answers 400 to a push body whose message has no `data` (attributes
+    only, e.g. payloadFormat=NONE); Pub/Sub would redeliver it until it is dead-lettered. Such a
+    body is handled like any delivery (segmentation/push.py); any other bad request stays 400."""
+    cloud_event = push.cloud_event_from_push(flask.request.get_data(), flask.request.path)
+    if cloud_event is None:
+        return error
+    handle_cloud_event(cloud_event, store=STORE, model=MODEL, settings=SETTINGS)
+    return "OK"

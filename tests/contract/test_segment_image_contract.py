@@ -219,9 +219,51 @@ def test_model_failing_its_sha256_check_returns_an_error_status(
     assert store.mutations == []
 
 
+def test_push_body_without_data_is_processed_not_refused(
+    function: SimpleNamespace, capsys: Any
+) -> None:
+    """A notification with payloadFormat=NONE has no message data; functions-framework alone
+    answers 400 (redelivered until dead-lettered). The entry point's 400 handler segments it."""
+    _upload(function.store)
+    body = _fixture("pubsub_push.json")
+    del body["message"]["data"]
+    body["message"]["attributes"]["payloadFormat"] = "NONE"
+    response = function.client.post(push_path(), json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    _assert_mask(function.store)
+    [event] = function.events
+    assert event["source"] == TOPIC_SOURCE and event["id"] == body["message"]["messageId"]
+    assert _summaries(capsys)[0]["outcome"] == "mask_written"
+
+
+def test_push_body_without_data_or_attributes_is_acked_as_malformed(
+    function: SimpleNamespace, capsys: Any
+) -> None:
+    body = {"message": {"messageId": "42", "publishTime": "2026-11-21T13:20:01Z"}}
+    response = function.client.post(push_path(), json=body)
+    assert response.status_code == 200
+    [summary] = _summaries(capsys)
+    assert summary["severity"] == "ERROR" and summary["outcome"] == "malformed_event"
+    assert summary["message_id"] == "42"
+
+
+def test_push_body_without_data_and_a_transient_failure_is_redelivered(
+    function: SimpleNamespace,
+) -> None:
+    _upload(function.store)
+    function.store.fail_next("read", StorageUnavailableError("503"))
+    body = _fixture("pubsub_push.json")
+    del body["message"]["data"]
+    body["message"]["attributes"]["payloadFormat"] = "NONE"
+    assert function.client.post(push_path(), json=body).status_code == 500
+    assert function.client.post(push_path(), json=body).status_code == 200
+    _assert_mask(function.store)
+
+
 def test_request_that_is_neither_cloudevent_nor_push_is_rejected(function: SimpleNamespace) -> None:
-    response = function.client.post("/", json={"hello": "world"})
-    assert response.status_code == 400
+    for body in ({"hello": "world"}, {"message": {"data": "e30="}}, {"message": "x"}):
+        response = function.client.post("/", json=body)
+        assert response.status_code == 400, body
     assert function.events == []
 
 

@@ -172,6 +172,26 @@ def test_object_delete_is_ignored(local_stack):
     assert local_stack.output_bucket.get_blob(naming.error_name(name)) is None
 
 
+def test_a_notification_without_payload_is_segmented(local_stack):
+    """payloadFormat=NONE: the message has attributes only, the size comes from the object's
+    metadata. (The emulator's push body still carries `"data": ""`; Pub/Sub itself leaves `data`
+    out, which the contract tests cover: functions-framework alone answers that with 400.)"""
+    name = "nopayload/pet.png"
+    blob = local_stack.upload(name, (SAMPLES / "pet-02.png").read_bytes(), "image/png")
+    _data, attributes = notifier.notification_message(notifier.object_resource(blob))
+    message_id = notifier.publish(
+        local_stack.publisher,
+        local_stack.stack.pipeline.topic,
+        b"",
+        {**attributes, "payloadFormat": "NONE"},
+    )
+    mask = _mask_blob(local_stack, name, blob.generation)
+    expected = Image.open(SAMPLES / "pet-02.png").size
+    assert Image.open(io.BytesIO(mask.download_as_bytes())).size == expected
+    (summary,) = _summaries_with_id(local_stack, message_id)
+    assert summary["outcome"] == "mask_written"
+
+
 def _redelivery_window() -> float:
     """Long enough for every redelivery FAST_POLICY allows (backoff capped at its maximum)."""
     return FAST_POLICY.max_delivery_attempts * (FAST_POLICY.max_backoff_s + 0.5) + 2
