@@ -35,8 +35,10 @@ PRICES = {
     "usd_per_gib_second": 0.0000025,
     "usd_per_million_requests": 0.40,
 }
-# Memory settings a 2nd gen function can take (GiB); the smallest that fits is suggested.
-MEMORY_TIERS_GIB = (0.5, 1.0, 2.0, 4.0, 8.0)
+# Memory settings a 2nd gen function can take (GiB); the smallest that fits is suggested. Below
+# 1 GiB the default CPU is a fraction of a vCPU (128 MiB .083, 256 MiB .167, 512 MiB .333), so a
+# smaller tier also needs `function_cpu` set explicitly to keep the measured 1-vCPU latency.
+MEMORY_TIERS_GIB = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 BILLING_GRANULARITY_S = 0.1  # "rounded up to the nearest 100 millisecond" (same page)
 HEADROOM = 1.25  # peak RSS x this must fit the memory limit
 DEFAULT_MEMORY_GIB = 1.0

@@ -6,14 +6,16 @@ same run (ratios), because absolute times on a shared machine are noise. Section
 * latency     decode -> predict -> encode (the function's pipeline, no network) per image, for each
               TFLite variant on LiteRT and for the same pipeline on TensorFlow (Keras `predict`,
               `tf.function`), 1 and 2 threads, a typical and a large JPEG; model-only latency
-* cold_start  a new process: interpreter start -> first mask (main.py import, model load, first
-              inference), and its peak RSS
-* footprint   installed size of functions/requirements.txt in a fresh virtualenv vs the same with
-              tensorflow-cpu in place of ai-edge-litert
+* cold_start  a new process in the deploy-shaped virtualenv of its path (bench/venvs.py):
+              interpreter start -> first mask (main.py import, model load, first inference), and
+              its peak RSS
+* footprint   installed size of functions/requirements.txt (the deploy lock) in a fresh virtualenv
+              vs the same direct dependencies with tensorflow-cpu in place of ai-edge-litert
 * machine     single-thread sgemm GFLOP/s; the model's achieved GFLOP/s as a share of it
 * e2e         local stack (emulators + functions-framework): upload -> mask visible, p50/p95, and
               sustained images/s
 * cost        CPU-seconds, GiB-seconds and $ per million images (Cloud Run request-based prices)
+* targets     the performance targets (issue 6), each with its measured value: met or not
 
     python -m bench [--quick] [--out bench/results.json]
 """
@@ -24,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -36,16 +37,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import cost, report
-from bench.engines import TF_ENGINES, engine_names
+from bench import cost, report, targets
+from bench import venvs as venvs_lib
+from bench.engines import TF_ENGINES, engine_names, is_tensorflow
 from bench.images import ensure_images
 from bench.models import CACHE_ROOT, DONE_MARKER, REPO_ROOT, VARIANTS, model_dir
 
 PY = sys.executable
 THREAD_COUNTS = (1, 2)
 DEFAULT_OUT = REPO_ROOT / "bench" / "results.json"
-TENSORFLOW_REQUIREMENT = "tensorflow-cpu==2.21.0"
-LITERT_DISTRIBUTION = "ai-edge-litert"
 
 
 def _log(message: str) -> None:
@@ -79,10 +79,12 @@ def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
-def run_worker(args: list[str], env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
+def run_worker(
+    args: list[str], env: dict[str, str], timeout: float = 600, python: str | Path = PY
+) -> dict[str, Any]:
     """Runs `python -m bench.worker ARGS` and returns the JSON document it printed last."""
     proc = subprocess.run(
-        [PY, "-m", "bench.worker", *args],
+        [str(python), "-m", "bench.worker", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -171,9 +173,15 @@ def latency_ratios(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def measure_cold_start(
-    models: Path, image: Path, large: Path, engines: list[str], cfg: argparse.Namespace
+    models: Path,
+    image: Path,
+    large: Path,
+    engines: list[str],
+    cfg: argparse.Namespace,
+    venvs: dict[str, venvs_lib.DeployVenv] | None,
 ) -> list[dict[str, Any]]:
-    """Median over `cfg.cold_repeats` fresh processes per engine (engines interleaved)."""
+    """Median over `cfg.cold_repeats` fresh processes per engine (engines interleaved), each in
+    its path's deploy-shaped virtualenv (bench/venvs.py) when there is one."""
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     cache = Path(tempfile.mkdtemp(prefix="bench-model-cache-"))
     try:
@@ -190,6 +198,8 @@ def measure_cold_start(
                         "LOG_LEVEL": "WARNING",
                     },
                 )
+                family = "tensorflow" if is_tensorflow(engine) else "project"
+                python = venvs[family].python if venvs else PY
                 started = time.time()
                 doc = run_worker(
                     [
@@ -206,6 +216,7 @@ def measure_cold_start(
                         str(large),
                     ],
                     env,
+                    python=python,
                 )
                 marks = doc["marks"]
                 runs[engine].append(
@@ -228,6 +239,11 @@ def measure_cold_start(
                 "engine": engine,
                 "threads": cfg.threads_deployed,
                 "repeats": len(samples),
+                "interpreter": (
+                    f"deploy venv: {'tensorflow' if is_tensorflow(engine) else 'project'}"
+                    if venvs
+                    else "developer .venv (deploy venvs unavailable)"
+                ),
                 **{
                     key: round(statistics.median(s[key] for s in samples), 3)
                     for key in samples[0]
@@ -242,86 +258,18 @@ def measure_cold_start(
     return results
 
 
-def measure_footprint() -> dict[str, Any]:
-    """Fresh virtualenvs (uv) of functions/requirements.txt and of the same list with
-    tensorflow-cpu in place of ai-edge-litert; installed size = venv after - venv before."""
-    uv = shutil.which("uv", path=str(Path(PY).parent)) or shutil.which("uv")
-    if uv is None:
-        return {"status": "not measured", "reason": "uv not found next to the interpreter"}
-    requirements = (REPO_ROOT / "functions" / "requirements.txt").read_text()
-    tf_requirements = "\n".join(
-        TENSORFLOW_REQUIREMENT if _is_requirement(line, LITERT_DISTRIBUTION) else line
-        for line in requirements.splitlines()
-    )
-    result: dict[str, Any] = {"tool": f"uv ({_uv_version(uv)})"}
-    with tempfile.TemporaryDirectory(prefix="bench-footprint-") as tmp:
-        for name, text in (("project", requirements), ("tensorflow", tf_requirements)):
-            _log(f"footprint: installing the {name} requirements into a fresh virtualenv")
-            venv = Path(tmp) / name
-            req = Path(tmp) / f"{name}.txt"
-            req.write_text(text + "\n")
-            _uv(uv, ["venv", "--quiet", "--python", PY, str(venv)])
-            before = _tree_bytes(venv)
-            started = time.perf_counter()
-            _uv(
-                uv,
-                [
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--python",
-                    str(venv / "bin" / "python"),
-                    "-r",
-                    str(req),
-                ],
-            )
-            elapsed = time.perf_counter() - started
-            freeze = _uv(uv, ["pip", "freeze", "--python", str(venv / "bin" / "python")])
-            result[name] = {
-                "requirements": [
-                    line for line in text.splitlines() if line and not line.startswith("#")
-                ],
-                "installed_mib": round((_tree_bytes(venv) - before) / 2**20, 1),
-                "distributions": len([line for line in freeze.splitlines() if "==" in line]),
-                "install_s": round(elapsed, 1),
-            }
+def measure_footprint(venvs: dict[str, venvs_lib.DeployVenv]) -> dict[str, Any]:
+    """Installed size of the deploy-shaped virtualenvs (bench/venvs.py)."""
+    result: dict[str, Any] = {"tool": venvs["project"].facts.get("tool", "uv")}
+    for name, venv in venvs.items():
+        result[name] = venv.facts
     result["ratio_tensorflow_to_project"] = round(
         result["tensorflow"]["installed_mib"] / result["project"]["installed_mib"], 2
     )
+    result["ratio_with_bytecode"] = round(
+        result["tensorflow"]["with_bytecode_mib"] / result["project"]["with_bytecode_mib"], 2
+    )
     return result
-
-
-def _is_requirement(line: str, distribution: str) -> bool:
-    name = re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0]
-    return name.lower().replace("_", "-") == distribution
-
-
-def _uv(uv: str, args: list[str]) -> str:
-    try:
-        proc = subprocess.run([uv, *args], capture_output=True, text=True, check=True, timeout=600)
-    except subprocess.CalledProcessError as exc:
-        if "install" not in args:
-            raise
-        _log(f"uv failed ({exc.stderr.strip()[-300:]}); retrying from the cache only (--offline)")
-        proc = subprocess.run(
-            [uv, *args, "--offline"], capture_output=True, text=True, check=True, timeout=600
-        )
-    return proc.stdout
-
-
-def _uv_version(uv: str) -> str:
-    proc = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False)
-    return proc.stdout.strip()
-
-
-def _tree_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                total += path.stat().st_size
-    return total
 
 
 def measure_machine(flops: int, model_only: list[dict[str, Any]], cfg) -> dict[str, Any]:
@@ -522,24 +470,28 @@ def main(argv: list[str] | None = None) -> int:
     typical, large = images.values()
 
     latency = _timed("latency", lambda: measure_latency(models, images, cfg), timings)
+    venvs = None
+    if "footprint" in cfg.skip:
+        footprint = {"status": "not measured", "reason": "--skip footprint"}
+    else:
+        try:
+            venvs = _timed("venvs", lambda: venvs_lib.ensure_venvs(cfg.cache_dir, _log), timings)
+            footprint = measure_footprint(venvs)
+        except (OSError, subprocess.SubprocessError, venvs_lib.VenvError) as exc:
+            _log(f"deploy virtualenvs failed, cold start runs in this interpreter: {exc}")
+            footprint = {"status": "not measured", "reason": f"uv failed: {exc}"[:500]}
     cold_engines = (
         [f"litert:{cfg.variant}", "tf_function"] if cfg.quick else [*engine_names(VARIANTS)]
     )
     _log(f"cold start: {', '.join(cold_engines)}")
     cold = _timed(
-        "cold_start", lambda: measure_cold_start(models, typical, large, cold_engines, cfg), timings
+        "cold_start",
+        lambda: measure_cold_start(models, typical, large, cold_engines, cfg, venvs),
+        timings,
     )
     machine = _timed(
         "machine", lambda: measure_machine(flops["flops"], latency["model_only"], cfg), timings
     )
-    if "footprint" in cfg.skip:
-        footprint = {"status": "not measured", "reason": "--skip footprint"}
-    else:
-        try:
-            footprint = _timed("footprint", measure_footprint, timings)
-        except (OSError, subprocess.SubprocessError) as exc:  # e.g. no index and no uv cache
-            _log(f"footprint failed: {exc}")
-            footprint = {"status": "not measured", "reason": f"uv failed: {exc}"[:500]}
     if "e2e" in cfg.skip:
         e2e = {"status": "not measured", "reason": "--skip e2e"}
     else:
@@ -580,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         "e2e": e2e,
     }
     results["cost"] = cost.cost_model(results, variant=cfg.variant)
+    results["targets"] = targets.evaluate(results, variant=cfg.variant)
     timings["total"] = round(time.perf_counter() - started, 1)
     results["meta"]["section_seconds"] = timings
     cfg.out.parent.mkdir(parents=True, exist_ok=True)

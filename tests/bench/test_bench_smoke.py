@@ -18,6 +18,7 @@ from bench.cost import dollars_per_million, smallest_tier
 from bench.engines import TF_ENGINES
 from bench.models import VARIANTS
 from bench.run import latency_ratios
+from bench.targets import evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 THREADS = (1, 2)
@@ -91,8 +92,13 @@ def test_cold_start_footprint_machine_e2e_cost(results: dict) -> None:
     assert footprint.get("status") != "not measured", footprint
     for name in ("project", "tensorflow"):
         assert _positive(footprint[name]["installed_mib"])
+        assert footprint[name]["with_bytecode_mib"] > footprint[name]["installed_mib"]
         assert footprint[name]["distributions"] > 0
     assert _positive(footprint["ratio_tensorflow_to_project"])
+    # The project's venv is the deploy lock itself; the cold start ran in these venvs.
+    assert footprint["project"]["distributions"] == len(footprint["project"]["requirements"])
+    for entry in cold.values():
+        assert entry["interpreter"].startswith("deploy venv"), entry
 
     machine = results["machine_limit"]
     assert _positive(machine["sgemm_1thread_gflops"])
@@ -131,9 +137,80 @@ def test_cold_start_footprint_machine_e2e_cost(results: dict) -> None:
 def test_cost_arithmetic() -> None:
     # 0.1 s on 1 vCPU / 1 GiB: 0.1 * (24e-6 + 2.5e-6) * 1e6 + $0.40 per million requests.
     assert dollars_per_million(0.1, 1.0, 1.0) == pytest.approx(3.05)
-    assert smallest_tier(100) == 0.5
+    assert smallest_tier(100) == 0.125
+    assert smallest_tier(150) == 0.25
+    assert smallest_tier(300) == 0.5
     assert smallest_tier(700) == 1.0
     assert smallest_tier(900) == 2.0
+
+
+@pytest.mark.slow
+def test_targets_are_reported(results: dict) -> None:
+    targets = results["targets"]
+    assert len(targets) == 6
+    for target in targets:
+        assert target["met"] in (True, False), target  # every target measured in a quick run
+        assert target["measured"] and target["threshold"]
+
+
+def _results(speedup_predict: float, cold_ours: float, rss: float, fp_ratio: float) -> dict:
+    image = "typical"
+    return {
+        "latency": {
+            "images": {image: {}},
+            "ratios": [
+                {
+                    "engine": "litert:int8",
+                    "image": image,
+                    "threads": 1,
+                    "speedup_vs_keras_predict": speedup_predict,
+                    "speedup_vs_tf_function": 1.0,
+                }
+            ],
+        },
+        "cold_start": [
+            {"engine": "litert:int8", "first_mask_s": cold_ours, "peak_rss_after_large_mib": rss},
+            {"engine": "tf_function", "first_mask_s": 20.0, "peak_rss_after_large_mib": 600.0},
+            {"engine": "keras_predict", "first_mask_s": 19.0, "peak_rss_after_large_mib": 600.0},
+        ],
+        "footprint": {
+            "ratio_tensorflow_to_project": fp_ratio,
+            "project": {"installed_mib": 100.0},
+            "tensorflow": {"installed_mib": 100.0 * fp_ratio},
+        },
+        "machine_limit": {
+            "achieved": [
+                {
+                    "engine": "litert:int8",
+                    "threads": 1,
+                    "percent_of_sgemm": 59.9,
+                    "achieved_gflops": 50.0,
+                }
+            ]
+        },
+    }
+
+
+def test_target_verdicts_follow_the_thresholds() -> None:
+    met = {t["target"]: t["met"] for t in evaluate(_results(5.0, 1.9, 204, 10.0), variant="int8")}
+    assert met == {
+        "pipeline >= 5x Keras predict": True,
+        "pipeline ahead of tf.function": False,  # 1.0x is not ahead
+        "cold start <= 1/10 of the TensorFlow path": True,  # 19 s (the faster TF start) / 1.9
+        "peak RSS fits the 256 MiB tier": True,  # 204 x 1.25 = 255
+        "dependencies <= 1/10 of TensorFlow's": True,
+        "model GFLOP/s >= 60% of sgemm": False,
+    }
+    missed = {t["target"]: t["met"] for t in evaluate(_results(4.9, 2.0, 206, 9.9), variant="int8")}
+    assert not any(
+        missed[k]
+        for k in (
+            "pipeline >= 5x Keras predict",
+            "cold start <= 1/10 of the TensorFlow path",
+            "peak RSS fits the 256 MiB tier",
+            "dependencies <= 1/10 of TensorFlow's",
+        )
+    )
 
 
 def test_latency_ratios_pair_same_image_and_threads() -> None:
