@@ -15,6 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model_build.model import as_float32
+
 log = logging.getLogger(__name__)
 
 VARIANTS = ("float32", "float16", "dynamic_range", "int8")
@@ -25,7 +27,12 @@ class ConversionError(RuntimeError):
 
 
 def export_fixed_batch(model: keras.Model, saved_model_dir: Path) -> Path:
-    """Exports the inference function as a SavedModel traced at batch 1 with uint8 input."""
+    """Exports the inference function as a SavedModel traced at batch 1 with uint8 input.
+
+    Always in float32: a model still carrying mixed_float16 layer policies (trained on a GPU)
+    is rebuilt in float32 first, so no variant inherits float16 arithmetic by accident.
+    """
+    model = as_float32(model)
     _, height, width, channels = model.input.shape
     spec = tf.TensorSpec([1, height, width, channels], tf.uint8, name="image")
     model.export(

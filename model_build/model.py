@@ -7,9 +7,10 @@ the TFLite variants) feeds raw pixels: see DESIGN.md decision 5.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import keras
 
@@ -28,6 +29,10 @@ DECODER_FILTERS = (512, 256, 128, 64)
 ENCODER_NAME = "encoder"
 
 EncoderWeights = Literal["imagenet"] | None
+
+# Policies that compute in 16 bits while keeping float32 variables (training speed on a GPU).
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+HALF_FLOATS = ("float16", "bfloat16")
 
 
 class EncoderWeightsUnavailableError(RuntimeError):
@@ -114,9 +119,74 @@ def set_encoder_trainable(model: keras.Model, trainable: bool) -> None:
     model.get_layer(ENCODER_NAME).trainable = trainable
 
 
+def iter_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """`layer` and every layer inside it, nested models included."""
+    yield layer
+    for child in getattr(layer, "layers", ()):
+        yield from iter_layers(child)
+
+
 def iter_batchnorm_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.BatchNormalization]:
     """Every BatchNormalization layer inside `layer`, nested models included."""
-    if isinstance(layer, keras.layers.BatchNormalization):
-        yield layer
-    for child in getattr(layer, "layers", ()):
-        yield from iter_batchnorm_layers(child)
+    for child in iter_layers(layer):
+        if isinstance(child, keras.layers.BatchNormalization):
+            yield child
+
+
+@contextlib.contextmanager
+def global_policy(name: str) -> Iterator[None]:
+    """Sets Keras' global dtype policy for the block and restores the previous one after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def uses_mixed_precision(model: keras.Model) -> bool:
+    return any(layer.dtype_policy.name in MIXED_POLICIES for layer in iter_layers(model))
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """The same model computing in float32: what conversion, evaluation and serving need.
+
+    A model built under a mixed policy keeps that policy per layer (also in model.keras), so its
+    export would compute in float16. The model is rebuilt from its config with every mixed policy
+    replaced by float32, and its weights are copied over: mixed policies keep float32 variables,
+    so nothing is lost. The copy has no optimizer (it is for inference). A float32 model is
+    returned as it is.
+    """
+    if not uses_mixed_precision(model):
+        return model
+    config = _without_mixed_policies(keras.saving.serialize_keras_object(model))
+    config.pop("compile_config", None)  # inference only: no optimizer, no loss
+    with global_policy("float32"):
+        clone = keras.saving.deserialize_keras_object(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _without_mixed_policies(config: Any) -> Any:
+    """The config with float32 for every mixed policy and every 16-bit float tensor dtype.
+
+    Besides each layer's policy, a functional config records the dtype of every tensor between
+    layers (`__keras_tensor__` entries, float16 under mixed_float16); a nested model casts its
+    inputs to those, so they must change too. The U-Net has no deliberate 16-bit float.
+    """
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            name = config.get("config", {}).get("name")
+            if name in MIXED_POLICIES:
+                return {**config, "config": {**config["config"], "name": "float32"}}
+        return {
+            key: "float32"
+            if key == "dtype" and value in HALF_FLOATS
+            else _without_mixed_policies(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [_without_mixed_policies(value) for value in config]
+    if isinstance(config, str) and config in MIXED_POLICIES:  # a policy as a bare name
+        return "float32"
+    return config

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from model_build import convert, evaluate, manifest
 from model_build import data as data_lib
+from model_build import model as model_lib
 from model_build.train import KERAS_MODEL, load_training_facts, representative_images
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ class EvaluateOptions:
 
 
 def load_keras_model(out: Path) -> keras.Model:
+    """The trained model in float32 (a model.keras saved under mixed precision included)."""
     path = out / KERAS_MODEL
     if not path.exists():
         raise MissingStepOutputError(f"{path} not found: run `python -m model_build train` first")
-    return keras.models.load_model(path)
+    with model_lib.global_policy("float32"):
+        return model_lib.as_float32(keras.models.load_model(path))
 
 
 def convert_step(
@@ -73,7 +76,7 @@ def evaluate_step(
     model = load_keras_model(out)
     splits = data_lib.load_splits(data_config)
     images, masks = data_lib.to_numpy(splits.test, limit=options.limit)
-    threads = tuple(sorted({1, options.selection_threads}))
+    threads = tuple(sorted({*evaluate.MEASURED_THREADS, options.selection_threads}))
     result = evaluate.evaluate(
         model, variant_paths(out), images, masks, threads, options.latency_samples
     )

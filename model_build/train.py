@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from model_build import data as data_lib
+from model_build import model as model_lib
 from model_build.checkpoints import CheckpointCallback, CheckpointStore, TrainingState
 from model_build.manifest import git_commit
 from model_build.model import build_unet, iter_batchnorm_layers, set_encoder_trainable
@@ -83,7 +84,27 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
         log.info("training already complete", extra={"model": str(final_path)})
         return final_path
 
-    _set_precision(config.mixed_precision)
+    with model_lib.global_policy(_precision_policy(config.mixed_precision)):
+        model, splits, plain_batches = _train_phases(config, store, state, out, extra_callbacks)
+    # Recalibrated and saved in float32: what convert and evaluate load (and serving runs).
+    model = model_lib.as_float32(model)
+    recalibrate_batchnorm(model, plain_batches, config.bn_recalibration_steps)
+    save_final_model(model, final_path)
+    _write_training_facts(config, splits, state, out)
+    state.complete = True
+    store.save_state(state)
+    log.info("training complete", extra={"model": str(final_path), "epochs": state.epoch})
+    return final_path
+
+
+def _train_phases(
+    config: TrainConfig,
+    store: CheckpointStore,
+    state: TrainingState,
+    out: Path,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+) -> tuple[keras.Model, data_lib.Splits, tf.data.Dataset]:
+    """Runs the phases not done yet (under the global policy set by the caller)."""
     splits = data_lib.load_splits(config.data)
     train_ds, val_ds = _split_validation(splits, config.validation_fraction)
     train_batches = data_lib.training_batches(train_ds, config.batch_size, config.seed)
@@ -130,21 +151,25 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
         state.epoch = end_epoch  # early stopping ends the phase too
         store.save_state(state)
 
-    recalibrate_batchnorm(model, plain_batches, config.bn_recalibration_steps)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(final_path)
-    _write_training_facts(config, splits, state, out)
-    state.complete = True
-    store.save_state(state)
-    log.info("training complete", extra={"model": str(final_path), "epochs": state.epoch})
-    return final_path
+    return model, splits, plain_batches
 
 
-def _set_precision(mode: str) -> None:
+def save_final_model(model: keras.Model, path: Path) -> Path:
+    """Saves the final model in float32 with the trained weights.
+
+    Under mixed precision every layer keeps its mixed_float16 policy in model.keras; loading
+    that for conversion would trace a float16 graph into the "float32" TFLite variant.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_lib.as_float32(model).save(path)
+    return path
+
+
+def _precision_policy(mode: str) -> str:
     gpu = bool(tf.config.list_physical_devices("GPU"))
     policy = "mixed_float16" if mode == "on" or (mode == "auto" and gpu) else "float32"
-    keras.mixed_precision.set_global_policy(policy)
     log.info("precision policy", extra={"policy": policy, "gpu": gpu})
+    return policy
 
 
 def _split_validation(
