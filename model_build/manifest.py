@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from datetime import UTC, datetime
 from functools import cache
@@ -22,6 +23,7 @@ SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 MODEL_NAME = "unet-mobilenetv2"
 MODEL_FILE = "model.tflite"
 MANIFEST_FILE = "manifest.json"
+GIT_COMMIT_ENV = "MODEL_BUILD_GIT_COMMIT"
 
 
 class ManifestError(ValueError):
@@ -47,7 +49,14 @@ def sha256_hex(data: bytes) -> str:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """The source commit, or 'unknown' outside a git checkout (e.g. an unpacked archive)."""
+    """The source commit: $MODEL_BUILD_GIT_COMMIT, else `git rev-parse HEAD`, else 'unknown'.
+
+    The GPU VM runs the source from an unpacked archive (no .git), so the deployment passes the
+    commit in the environment; a checkout asks git.
+    """
+    from_env = os.environ.get(GIT_COMMIT_ENV, "").strip()
+    if from_env:
+        return from_env
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"],

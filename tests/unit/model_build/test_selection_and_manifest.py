@@ -95,3 +95,19 @@ def test_read_model_dir_detects_a_tampered_model(tmp_path):
     (path / "model.tflite").write_bytes(b"tampered")
     with pytest.raises(ManifestError, match="sha256"):
         manifest.read_model_dir(path)
+
+
+def test_git_commit_comes_from_the_environment_first(monkeypatch):
+    # The GPU VM runs an unpacked archive: Terraform / Cloud Build pass the commit in.
+    monkeypatch.setenv("MODEL_BUILD_GIT_COMMIT", " 0123abcd\n")
+    assert manifest.git_commit() == "0123abcd"
+
+
+def test_git_commit_falls_back_to_git_then_unknown(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODEL_BUILD_GIT_COMMIT", "")
+    from_git = manifest.git_commit()  # this checkout
+    assert len(from_git) == 40 and int(from_git, 16) >= 0
+    monkeypatch.delenv("MODEL_BUILD_GIT_COMMIT")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert manifest.git_commit(cwd=tmp_path) == "unknown"  # an unpacked archive, no .git
+
