@@ -105,7 +105,13 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TOLERANCE_POINTS,
         help="max mIoU points a variant may lose against Keras (default 1.0)",
     )
-    group.add_argument("--selection-threads", type=int, default=DEFAULT_SELECTION_THREADS)
+    group.add_argument(
+        "--selection-threads",
+        type=int,
+        default=DEFAULT_SELECTION_THREADS,
+        help="choose the fastest variant at this many interpreter threads; match the "
+        f"function's NUM_THREADS (default {DEFAULT_SELECTION_THREADS}: 1 vCPU)",
+    )
     group.add_argument("--eval-limit", type=int, help="evaluate the first N held-out examples")
     group.add_argument("--latency-samples", type=int, default=30)
 

@@ -111,3 +111,16 @@ def test_git_commit_falls_back_to_git_then_unknown(monkeypatch, tmp_path):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert manifest.git_commit(cwd=tmp_path) == "unknown"  # an unpacked archive, no .git
 
+
+def test_selection_defaults_to_the_functions_single_thread():
+    from model_build.cli import build_parser
+    from model_build.evaluate import DEFAULT_SELECTION_THREADS
+
+    assert DEFAULT_SELECTION_THREADS == 1  # NUM_THREADS=1 on the function's 1 vCPU
+    results = {
+        "a": variant("a", 0.8, ms_1=10, ms_2=30),
+        "b": variant("b", 0.8, ms_1=20, ms_2=12),
+    }
+    assert select_variant(results, 0.8).variant == "a"
+    args = build_parser().parse_args(["evaluate", "--out", "o"])
+    assert args.selection_threads == 1
