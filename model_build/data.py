@@ -90,12 +90,13 @@ def _resize(array: np.ndarray, size: int, method: Image.Resampling) -> np.ndarra
 def _folder_splits(config: DataConfig) -> Splits:
     root = Path(str(config.data_dir))
     train_names, test_names = oxford_folder.split_names(root)
+    unused = oxford_folder.unused_files(root, train_names, test_names)
     train = oxford_folder.load_split(root, train_names, config.image_size)
     test = oxford_folder.load_split(root, test_names, config.image_size)
     description = {
         "dataset": f"folder:{root.name}",
         "version": "local",
-        "skipped": dict(train.skipped + test.skipped),
+        "skipped": dict(train.skipped + test.skipped + unused),
     }
     return Splits(
         _from_arrays(train.images, train.masks),

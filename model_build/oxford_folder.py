@@ -6,7 +6,9 @@
 
 Without the split lists, a stable hash of the name puts about 20% of examples in the test split.
 Corrupt or unmatched files are skipped and counted (with a warning) while the folder is read,
-before training starts, so a bad file can never crash an epoch.
+before training starts, so a bad file can never crash an epoch. Files no split can use are
+counted too (`unused_files`): a trimap without an image, and, with split lists, an image or
+trimap whose name neither list has.
 """
 
 from __future__ import annotations
@@ -43,13 +45,43 @@ def split_names(root: Path) -> tuple[list[str], list[str]]:
     images_dir = root / "images"
     if not images_dir.is_dir():
         raise DatasetFolderError(f"{root} has no images/ folder (expected the Oxford-IIIT layout)")
-    lists = root / "annotations" / "trainval.txt", root / "annotations" / "test.txt"
-    if all(path.is_file() for path in lists):
-        return _read_list(lists[0]), _read_list(lists[1])
+    if _has_split_lists(root):
+        trainval, test_list = _split_lists(root)
+        return _read_list(trainval), _read_list(test_list)
     names = sorted(p.stem for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     test = [n for n in names if zlib.crc32(n.encode()) % 5 == 0]
     train = [n for n in names if zlib.crc32(n.encode()) % 5 != 0]
     return train, test
+
+
+def unused_files(root: Path, train: list[str], test: list[str]) -> Counter[str]:
+    """Counts (and warns about) files in the folder that neither split will read.
+
+    `missing_image`: a trimap whose image is absent (without split lists; a listed name without
+    an image is counted by load_split). `unlisted`: with split lists, a name that has an image or
+    a trimap but is in neither list. Counted once per name.
+    """
+    listed = set(train) | set(test)
+    images = {p.stem for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    trimaps_dir = root / "annotations" / "trimaps"
+    trimaps = {p.stem for p in trimaps_dir.glob("*.png")} if trimaps_dir.is_dir() else set()
+    reason = "unlisted" if _has_split_lists(root) else "missing_image"
+    names = sorted((images | trimaps) - listed)
+    if not names:
+        return Counter()
+    log.warning(
+        "files no split uses",
+        extra={"root": str(root), "reason": reason, "count": len(names), "first": names[:5]},
+    )
+    return Counter({reason: len(names)})
+
+
+def _split_lists(root: Path) -> tuple[Path, Path]:
+    return root / "annotations" / "trainval.txt", root / "annotations" / "test.txt"
+
+
+def _has_split_lists(root: Path) -> bool:
+    return all(path.is_file() for path in _split_lists(root))
 
 
 def _read_list(path: Path) -> list[str]:

@@ -93,6 +93,30 @@ def test_folder_source_without_split_lists_uses_a_stable_hash_split(tmp_path):
     assert (first.train_size, first.test_size) == (second.train_size, second.test_size)
 
 
+def test_folder_source_counts_a_trimap_without_an_image(tmp_path, caplog):
+    _write_oxford_folder(tmp_path, [f"dog_{i}" for i in range(20)])
+    orphan = tmp_path / "annotations" / "trimaps" / "dog_0.png"
+    orphan.rename(orphan.with_name("lost_pet.png"))  # dog_0: image only; lost_pet: trimap only
+    with caplog.at_level("WARNING"):
+        splits = load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
+    assert splits.train_size + splits.test_size == 19
+    assert splits.description["skipped"] == {"missing_trimap": 1, "missing_image": 1}
+    assert any(getattr(r, "first", None) == ["lost_pet"] for r in caplog.records)
+
+
+def test_folder_source_counts_files_the_split_lists_leave_out(tmp_path, caplog):
+    names = [f"cat_{i}" for i in range(6)]
+    _write_oxford_folder(tmp_path, names)
+    (tmp_path / "annotations" / "trainval.txt").write_text("cat_0 1 1 1\ncat_1 1 1 1\n")
+    (tmp_path / "annotations" / "test.txt").write_text("cat_2 1 1 1\n")
+    with caplog.at_level("WARNING"):
+        splits = load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
+    assert (splits.train_size, splits.test_size) == (2, 1)
+    assert splits.description["skipped"] == {"unlisted": 3}
+    warning = next(r for r in caplog.records if r.getMessage() == "files no split uses")
+    assert (warning.reason, warning.count, warning.first) == ("unlisted", 3, names[3:])
+
+
 def test_folder_source_names_the_problem(tmp_path):
     with pytest.raises(DatasetFolderError, match="images/"):
         load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
