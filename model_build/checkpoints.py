@@ -1,6 +1,7 @@
 """Per-epoch checkpoints in a local or gs:// directory, and resuming from the latest one.
 
-    <dir>/state.json            {"epoch": completed epochs, "phase", "checkpoint", "complete", ...}
+    <dir>/state.json            {"epoch": completed epochs, "phase", "checkpoint", "complete",
+                                 "early_stopping": {"phase", "wait", "best", "best_epoch"}, ...}
     <dir>/ckpt-<epoch>.keras    full model + optimizer state (Keras format)
 
 state.json is written after its checkpoint, so it never names a missing file: a spot VM that is
@@ -34,6 +35,7 @@ class TrainingState:
     complete: bool = False
     phase_done: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    early_stopping: dict[str, Any] = field(default_factory=dict)  # ResumableEarlyStopping
 
 
 class CheckpointStore:
@@ -93,3 +95,37 @@ class CheckpointCallback(keras.callbacks.Callback):
             "epoch done",
             extra={"epoch": epoch + 1, "phase": self.phase, "checkpoint": name, **metrics},
         )
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter and best value survive a preemption.
+
+    Keras resets `wait` and `best` at the start of every fit(), so a run preempted every few
+    epochs would never stop early. This callback records them in the training state at the end
+    of each epoch (it must run before CheckpointCallback, which saves the state) and restores
+    them when a resumed fit() starts in the same phase. A new phase starts afresh.
+    """
+
+    def __init__(self, state: TrainingState, phase: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state = state
+        self.phase = phase
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        super().on_train_begin(logs)
+        saved = self.state.early_stopping
+        if saved.get("phase") == self.phase and saved.get("monitor") == self.monitor:
+            self.wait = int(saved["wait"])
+            self.best = saved["best"]
+            self.best_epoch = int(saved["best_epoch"])
+            log.info("restored early stopping", extra=dict(saved))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        self.state.early_stopping = {
+            "phase": self.phase,
+            "monitor": self.monitor,
+            "wait": self.wait,
+            "best": None if self.best is None else float(self.best),
+            "best_epoch": self.best_epoch,
+        }

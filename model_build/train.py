@@ -24,7 +24,12 @@ import tensorflow as tf
 
 from model_build import data as data_lib
 from model_build import model as model_lib
-from model_build.checkpoints import CheckpointCallback, CheckpointStore, TrainingState
+from model_build.checkpoints import (
+    CheckpointCallback,
+    CheckpointStore,
+    ResumableEarlyStopping,
+    TrainingState,
+)
 from model_build.manifest import git_commit
 from model_build.model import build_unet, iter_batchnorm_layers, set_encoder_trainable
 
@@ -196,8 +201,11 @@ def _callbacks(
 ) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if config.validation_fraction > 0 else "loss"
     return [
+        # Before the checkpoint callback: it saves the state this one updates.
+        ResumableEarlyStopping(
+            state, phase, monitor=monitor, patience=config.early_stopping_patience
+        ),
         CheckpointCallback(store, state, phase),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping_patience),
         keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0),
     ]
 

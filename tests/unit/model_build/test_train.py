@@ -71,3 +71,36 @@ def test_cli_reports_a_step_run_out_of_order(tmp_path, capsys):
 
     assert main(["convert", "--out", str(tmp_path)]) == 2
     assert "run `python -m model_build train` first" in capsys.readouterr().out
+
+
+def _flat_loss_fit(callbacks, initial_epoch, epochs):
+    """Fits a tiny model whose loss never improves (learning rate 0); returns epochs run."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    x = np.ones((4, 2), np.float32)
+    history = model.fit(
+        x, x[:, :1], initial_epoch=initial_epoch, epochs=epochs, callbacks=callbacks, verbose=0
+    )
+    return len(history.history["loss"])
+
+
+def test_early_stopping_patience_survives_a_preemption(tmp_path):
+    from model_build.checkpoints import CheckpointStore, TrainingState
+    from model_build.train import _callbacks
+
+    config = TrainConfig(out=str(tmp_path), early_stopping_patience=2, validation_fraction=0)
+    store = CheckpointStore(str(tmp_path / "checkpoints"))
+    state = TrainingState()
+    # Epoch 1 sets the best loss, epoch 2 does not improve: one epoch of patience used.
+    assert _flat_loss_fit(_callbacks(config, store, state, "head", tmp_path), 0, 2) == 2
+    saved = store.load_state()  # what a restarted VM reads
+    assert saved.early_stopping["wait"] == 1 and saved.early_stopping["phase"] == "head"
+
+    # Resumed: the second epoch without improvement ends the phase at once.
+    callbacks = _callbacks(config, store, saved, "head", tmp_path)
+    assert _flat_loss_fit(callbacks, 2, 10) == 1
+    # A new phase starts with fresh patience.
+    fresh = _callbacks(config, store, store.load_state(), "fine_tune", tmp_path)
+    assert _flat_loss_fit(fresh, 3, 10) == 3
