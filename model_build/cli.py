@@ -185,5 +185,6 @@ def run(args: argparse.Namespace) -> int:
     if target:
         model_dir = args.model_dir if args.step == "publish" else args.out / steps.MODEL_DIR
         done = publish.publish(model_dir, target, move_latest=not args.no_latest)
-        print(f"published: {done.uri} (latest moved: {done.latest_moved})")
+        state = "already published" if done.already_published else "published"
+        print(f"{state}: {done.uri} (latest moved: {done.latest_moved})")
     return 0

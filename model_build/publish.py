@@ -4,34 +4,50 @@
     <base>/unet/<version>/manifest.json
     <base>/unet/latest.json      {"version", "path", "sha256", "published"}
 
-A version is never overwritten. Both objects are read back and their sha256 checked before the
-pointer moves, so `latest` only ever names a complete, verified version.
+A version exists once its manifest.json does. model.tflite is uploaded and read back first; only
+when its sha256 checks out is manifest.json written (never over an existing one) and read back,
+so a version with a manifest is always complete and verified, and `latest` only ever names one.
+
+Publishing is safe to retry: a version without a manifest (an upload that failed half-way) is
+completed; the same model directory again finds its identical manifest, checks the version and
+finishes the pointer move; different content under an existing version is refused.
+
+`latest` only moves forward. Versions start with their creation time (manifest.py), so the pointer
+is replaced only by a newer version, with a generation precondition: a concurrent publisher that
+moved it in between makes the write fail, and the decision is taken again on what is there now.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from model_build import manifest as manifest_lib
-from model_build.storage import Location, ObjectExistsError, open_location
+from model_build.storage import Location, ObjectExistsError, PreconditionFailedError, open_location
 
 log = logging.getLogger(__name__)
 
 MODEL_FAMILY = "unet"
 LATEST_POINTER = "latest.json"
+LATEST_ATTEMPTS = 5
+VERSION_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # <created time>-<sha256[:8]>
 
 
 class VersionExistsError(FileExistsError):
-    """The version is already published; versions are immutable."""
+    """The version is already published with other content; versions are immutable."""
 
 
 class PublishVerificationError(RuntimeError):
     """What was read back differs from what was uploaded; `latest` was not moved."""
+
+
+class LatestContentionError(RuntimeError):
+    """The `latest` pointer kept changing under concurrent publishers; the version is published."""
 
 
 @dataclass(frozen=True)
@@ -39,49 +55,108 @@ class Published:
     version: str
     uri: str
     sha256: str
-    latest_moved: bool
+    latest_moved: bool  # `latest` names this version after the call
+    already_published: bool = False  # a retry found the version complete
 
 
 def publish(model_dir: Path, base_uri: str, move_latest: bool = True) -> Published:
     """Uploads `model_dir` (model.tflite + manifest.json) under `<base_uri>/unet/<version>/`."""
     model_bytes, manifest = manifest_lib.read_model_dir(model_dir)
+    manifest_bytes = (model_dir / manifest_lib.MANIFEST_FILE).read_bytes()
     version = manifest["version"]
     family = open_location(base_uri).child(MODEL_FAMILY)
     target = family.child(version)
-    if target.list():
-        raise VersionExistsError(f"{target.uri} already exists; versions are never overwritten")
 
-    manifest_bytes = (model_dir / manifest_lib.MANIFEST_FILE).read_bytes()
-    try:
-        target.write_bytes(manifest_lib.MODEL_FILE, model_bytes, overwrite=False)
-        target.write_bytes(manifest_lib.MANIFEST_FILE, manifest_bytes, overwrite=False)
-    except ObjectExistsError as exc:  # a concurrent publisher of the same version won
-        raise VersionExistsError(str(exc)) from exc
-    _verify(target, model_bytes, manifest_bytes, manifest)
-    log.info("published model version", extra={"version": version, "uri": target.uri})
-
-    if move_latest:
-        pointer = latest_pointer(version, target.uri, manifest["sha256"])
-        family.write_bytes(LATEST_POINTER, json.dumps(pointer, indent=2).encode() + b"\n")
-        log.info("moved latest pointer", extra={"version": version, "pointer": pointer})
-    return Published(version, target.uri, manifest["sha256"], move_latest)
-
-
-def _verify(
-    target: Location, model_bytes: bytes, manifest_bytes: bytes, manifest: dict[str, Any]
-) -> None:
-    for name, expected in (
-        (manifest_lib.MODEL_FILE, model_bytes),
-        (manifest_lib.MANIFEST_FILE, manifest_bytes),
-    ):
-        actual = manifest_lib.sha256_hex(target.read_bytes(name))
-        if actual != manifest_lib.sha256_hex(expected):
-            raise PublishVerificationError(
-                f"{target.uri}/{name} reads back with sha256 {actual}, expected "
-                f"{manifest_lib.sha256_hex(expected)}; 'latest' was not moved"
+    already = _complete_and_identical(target, manifest_bytes)
+    if not already:
+        leftovers = target.list()
+        if leftovers:
+            log.warning(
+                "completing a partly published version",
+                extra={"version": version, "uri": target.uri, "found": leftovers},
             )
+        target.write_bytes(manifest_lib.MODEL_FILE, model_bytes)  # replaces a torn upload
+        _verify(target, manifest_lib.MODEL_FILE, model_bytes)
+        try:
+            target.write_bytes(manifest_lib.MANIFEST_FILE, manifest_bytes, overwrite=False)
+        except ObjectExistsError:  # a concurrent publisher finished this version first
+            already = _complete_and_identical(target, manifest_bytes)
+    _verify(target, manifest_lib.MODEL_FILE, model_bytes)
+    _verify(target, manifest_lib.MANIFEST_FILE, manifest_bytes)
     if manifest_lib.sha256_hex(model_bytes) != manifest["sha256"]:
         raise PublishVerificationError("model does not match its manifest's sha256")
+    facts = {"version": version, "uri": target.uri, "already_published": already}
+    log.info("published model version", extra=facts)
+
+    moved = move_latest and _move_latest(family, version, target.uri, manifest["sha256"])
+    return Published(version, target.uri, manifest["sha256"], moved, already)
+
+
+def _complete_and_identical(target: Location, manifest_bytes: bytes) -> bool:
+    """True when the version's manifest is there and is ours; raises when it is another's."""
+    try:
+        existing = target.read_bytes(manifest_lib.MANIFEST_FILE)
+    except FileNotFoundError:
+        return False
+    if existing != manifest_bytes:
+        raise VersionExistsError(
+            f"{target.uri} already exists with other content; versions are never overwritten"
+        )
+    return True
+
+
+def _verify(target: Location, name: str, expected: bytes) -> None:
+    actual = manifest_lib.sha256_hex(target.read_bytes(name))
+    if actual != manifest_lib.sha256_hex(expected):
+        raise PublishVerificationError(
+            f"{target.uri}/{name} reads back with sha256 {actual}, expected "
+            f"{manifest_lib.sha256_hex(expected)}; 'latest' was not moved"
+        )
+
+
+def _move_latest(family: Location, version: str, uri: str, sha256: str) -> bool:
+    """Points `latest` at `version` unless it names a newer one; True when it names `version`."""
+    for _ in range(LATEST_ATTEMPTS):
+        raw, generation = family.read_with_generation(LATEST_POINTER)
+        current = _parse_pointer(raw)
+        current_version = str(current.get("version", ""))
+        if current_version == version and current.get("sha256") == sha256:
+            return True
+        if _version_order(current_version) > _version_order(version):
+            log.warning(
+                "latest names a newer version; left alone",
+                extra={"version": version, "latest": current_version},
+            )
+            return False
+        pointer = latest_pointer(version, uri, sha256)
+        data = json.dumps(pointer, indent=2).encode() + b"\n"
+        try:
+            family.write_if_generation(LATEST_POINTER, data, generation)
+        except PreconditionFailedError:
+            log.info("latest moved concurrently; deciding again", extra={"version": version})
+            continue
+        log.info("moved latest pointer", extra={"version": version, "pointer": pointer})
+        return True
+    raise LatestContentionError(
+        f"{family.uri}/{LATEST_POINTER} changed {LATEST_ATTEMPTS} times while moving it to "
+        f"{version}; the version is published, run publish again to move the pointer"
+    )
+
+
+def _version_order(version: str) -> str:
+    """Versions of manifest.py's form sort by creation time; any other name sorts first."""
+    return version if VERSION_PATTERN.fullmatch(version) else ""
+
+
+def _parse_pointer(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        pointer = json.loads(raw)
+    except ValueError:
+        log.warning("latest pointer is not JSON; replacing it")
+        return {}
+    return pointer if isinstance(pointer, dict) else {}
 
 
 def latest_pointer(version: str, uri: str, sha256: str) -> dict[str, str]:

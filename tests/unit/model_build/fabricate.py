@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from model_build import manifest
@@ -34,8 +35,12 @@ def evaluation(keras_miou: float = 0.80) -> Evaluation:
     return result
 
 
-def model_dir(path: Path, payload: bytes = b"not really a flatbuffer") -> tuple[Path, dict]:
-    """A model directory whose manifest is schema-valid and matches `payload`'s sha256."""
+def model_dir(
+    path: Path, payload: bytes = b"not really a flatbuffer", created: datetime | None = None
+) -> tuple[Path, dict]:
+    """A model directory whose manifest is schema-valid and matches `payload`'s sha256.
+
+    `created` sets the version's time (versions sort by it); default now."""
     chosen = manifest.build_manifest(
         payload,
         evaluation(),
@@ -51,6 +56,7 @@ def model_dir(path: Path, payload: bytes = b"not really a flatbuffer") -> tuple[
         },
         data_description={"dataset": "synthetic", "version": "1"},
         image_size=128,
+        created=created,
     )
     manifest.write_model_dir(payload, chosen, path)
     return path, chosen
