@@ -225,7 +225,14 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resizes with RESAMPLE, shrinking an axis before growing the other: Pillow's two-pass
+    resize runs the horizontal pass first, so growing the width of a tall image in one call
+    (1x40M -> 128x128) builds a 128x40M intermediate (about 20 GB). The passes are separable and
+    commute, so shrinking first gives the same pixels (up to 8-bit rounding) at a bounded cost."""
+    width, height = image.size
     try:
+        if (size[0] > width and size[1] < height) or (size[1] > height and size[0] < width):
+            image = image.resize((min(width, size[0]), min(height, size[1])), RESAMPLE)
         return image.resize(size, RESAMPLE)
     except (OSError, ValueError) as exc:
         raise CorruptImageError(f"cannot resize the image: {exc}") from None
