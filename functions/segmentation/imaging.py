@@ -101,6 +101,11 @@ class DecodedImage:
     orientation: int  # EXIF orientation applied (1 = none)
 
 
+# Longest side accepted, whatever the pixel count: JPEG, GIF and BMP cannot go beyond it (WebP
+# stops at 16383), and it bounds Pillow's per-row overhead for images like 1x40M.
+MAX_SIDE = 65_535
+
+
 def configure_pillow(max_pixels: int) -> None:
     """Aligns Pillow's own decompression-bomb guard with MAX_IMAGE_PIXELS (process-wide).
 
@@ -123,6 +128,11 @@ def decode_image(data: bytes, *, max_pixels: int, size: tuple[int, int]) -> Deco
     if width * height > max_pixels:
         raise TooManyPixelsError(
             f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}"
+        )
+    if max(width, height) > MAX_SIDE:
+        raise TooManyPixelsError(
+            f"{width}x{height}: a side longer than {MAX_SIDE} pixels (Pillow keeps one pointer "
+            "per row, so a 1x40M image within the pixel limit would need about 1 GB)"
         )
     _load(image, draft_target=max(size))
     orientation = _orientation(image)  # after load: a PNG may carry eXIf after its pixel data

@@ -37,9 +37,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from segmentation.errors import InputError, MalformedEventError
+from segmentation.errors import InputError, MalformedEventError, TooManyPixelsError
 from segmentation.events import PUBSUB_EVENT_TYPE, parse_event
-from segmentation.imaging import decode_image, encode_mask
+from segmentation.imaging import MAX_SIDE, decode_image, encode_mask
 from segmentation.model import SegmentationModel
 from segmentation.storage import MAX_OBJECT_NAME_BYTES, error_name, mask_name
 
@@ -270,14 +270,23 @@ def test_images_of_any_size_and_mode_stay_within_time_and_memory(tiny_model, dat
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_S)
-def test_a_one_pixel_wide_image_at_the_limit_stays_within_time_and_memory(tiny_model):
-    """A 9 KB PNG, 1 x MAX_PIXELS: resized straight to the model input, Pillow's horizontal pass
-    comes first and builds a 128 x height intermediate (~500 MiB here, ~20 GB at the default
-    40M-pixel limit). The property above finds it too; this pins it."""
-    data = _encode(Image.new("L", (1, MAX_PIXELS), 200), "PNG")  # ~9 KB
+def test_a_one_pixel_wide_image_at_the_longest_side_stays_within_time_and_memory(tiny_model):
+    """1 x MAX_SIDE RGB: resized straight to the model input, Pillow's horizontal pass comes
+    first and builds a 128 x 65535 intermediate (~33 MiB; it was ~500 MiB for 1 x 1M and ~20 GB
+    for 1 x 40M before sides were capped). Shrinking the long side first keeps it small."""
+    data = _encode(Image.new("RGB", (1, MAX_SIDE), (200, 10, 10)), "PNG")
     started = time.monotonic()
-    segment_bytes(data, tiny_model)
+    with bounded(16 * 2**20):
+        decoded = decode_image(data, max_pixels=MAX_PIXELS, size=MODEL_SIZE)
+        encode_mask(tiny_model.predict(decoded.array), decoded.original_size)
     assert time.monotonic() - started < IMAGE_DEADLINE.total_seconds()
+    assert decoded.original_size == (1, MAX_SIDE)
+
+
+def test_a_side_over_the_limit_is_a_permanent_error_before_decoding():
+    data = _encode(Image.new("L", (1, MAX_SIDE + 1), 200), "PNG")
+    with bounded(16 * 2**20), pytest.raises(TooManyPixelsError, match="a side longer"):
+        decode_image(data, max_pixels=MAX_PIXELS, size=MODEL_SIZE)
 
 
 def test_the_memory_probe_sees_pillow_allocations():

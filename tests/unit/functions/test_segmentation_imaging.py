@@ -145,6 +145,12 @@ def test_pixel_limit_is_checked_from_the_header() -> None:
     assert decode(encode(halves(64, 48), "PNG"), max_pixels=64 * 48).original_size == (64, 48)
 
 
+def test_a_side_longer_than_the_limit_is_refused_before_decoding() -> None:
+    data = png_header_only(1, imaging.MAX_SIDE + 1)  # 65,536 pixels: far below the pixel limit
+    with pytest.raises(TooManyPixelsError, match="a side longer than 65535"):
+        imaging.decode_image(data, max_pixels=40_000_000, size=(128, 128))
+
+
 def test_pillow_decompression_bomb_guard_maps_to_too_many_pixels() -> None:
     previous = Image.MAX_IMAGE_PIXELS
     try:
