@@ -54,12 +54,15 @@ def test_training_resumes_from_the_latest_gcs_checkpoint(bucket, tmp_path):
     store = CheckpointStore(config.checkpoint_uri)
     state = store.load_state()
     assert (state.epoch, state.checkpoint, state.complete) == (1, "ckpt-0001.keras", False)
+    # Early stopping's counter is saved with the epoch, so the resumed run continues it.
+    assert state.early_stopping["phase"] == "head" and state.early_stopping["wait"] == 0
 
     counter = CountEpochs()
     final = train(config, extra_callbacks=[counter])
     assert counter.started == [2, 3]  # epoch 1 was not trained again; the fine-tune phase ran
     state = store.load_state()
     assert state.complete and state.epoch == 3 and state.phase_done == ["head", "fine_tune"]
+    assert state.early_stopping["phase"] == "fine_tune"
     assert [h["epoch"] for h in state.history] == [1, 2, 3]
     assert [h["phase"] for h in state.history] == ["head", "head", "fine_tune"]
     # Only the newest checkpoints are kept in the bucket.
