@@ -416,7 +416,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cfg.warmup = 1 if quick else 3
     cfg.repeats = 2 if quick else 15
     cfg.model_repeats = 3 if quick else 30
-    cfg.cold_repeats = 1 if quick else 3
+    cfg.cold_repeats = 1 if quick else 5  # import time varies by ~0.2 s between processes
     cfg.sgemm_size = 512 if quick else 1024
     cfg.sgemm_repeats = 5 if quick else 15
     cfg.e2e_sequential = 3 if quick else 20
