@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.engines import TF_ENGINES
+from bench.targets import fastest_tensorflow_start
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -114,8 +115,7 @@ def _cold(cold: list[dict[str, Any]], deployed: str) -> str:
         for c in cold
     ]
     base = next((c for c in cold if c["engine"] == deployed), None)
-    tf_rows = [c for c in cold if c["engine"] in TF_ENGINES]
-    tf = min(tf_rows, key=lambda c: c["first_mask_s"]) if tf_rows else None
+    tf = fastest_tensorflow_start(cold)
     summary = ""
     if base and tf:
         summary = (

@@ -198,8 +198,7 @@ def measure_cold_start(
                         "LOG_LEVEL": "WARNING",
                     },
                 )
-                family = "tensorflow" if is_tensorflow(engine) else "project"
-                python = venvs[family].python if venvs else PY
+                python = venvs[_deploy_venv(engine)].python if venvs else PY
                 started = time.time()
                 doc = run_worker(
                     [
@@ -240,7 +239,7 @@ def measure_cold_start(
                 "threads": cfg.threads_deployed,
                 "repeats": len(samples),
                 "interpreter": (
-                    f"deploy venv: {'tensorflow' if is_tensorflow(engine) else 'project'}"
+                    f"deploy venv: {_deploy_venv(engine)}"
                     if venvs
                     else "developer .venv (deploy venvs unavailable)"
                 ),
@@ -256,6 +255,11 @@ def measure_cold_start(
             }
         )
     return results
+
+
+def _deploy_venv(engine: str) -> str:
+    """The deploy-shaped virtualenv (bench/venvs.py) an engine's cold start runs in."""
+    return "tensorflow" if is_tensorflow(engine) else "project"
 
 
 def measure_footprint(venvs: dict[str, venvs_lib.DeployVenv]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.cost import HEADROOM
+from bench.engines import TF_ENGINES
 
 TARGET_TIER_MIB = 256
 
@@ -66,13 +67,19 @@ def _speedup(
     return _row(target, f"{value:.2f}x", met, value, threshold)
 
 
+def fastest_tensorflow_start(cold_start: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cold start row of the faster TensorFlow engine: "the TensorFlow path" at its best."""
+    rows = [c for c in cold_start if c["engine"] in TF_ENGINES]
+    return min(rows, key=lambda c: c["first_mask_s"]) if rows else None
+
+
 def _cold_start(results: dict[str, Any], engine: str) -> dict[str, Any]:
     target, threshold = "cold start <= 1/10 of the TensorFlow path", ">= 10x"
     cold = {c["engine"]: c for c in results["cold_start"]}
-    tf = [cold[e]["first_mask_s"] for e in ("tf_function", "keras_predict") if e in cold]
-    if engine not in cold or not tf:
+    tf = fastest_tensorflow_start(results["cold_start"])
+    if engine not in cold or tf is None:
         return _not_measured(target, threshold, "cold start rows missing")
-    ours, theirs = cold[engine]["first_mask_s"], min(tf)
+    ours, theirs = cold[engine]["first_mask_s"], tf["first_mask_s"]
     ratio = round(theirs / ours, 2)
     measured = f"{ratio:.1f}x ({ours:.2f} s vs {theirs:.2f} s)"
     return _row(target, measured, ratio >= 10, ratio, threshold)
