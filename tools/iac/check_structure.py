@@ -139,12 +139,10 @@ def _topic_ref(value: Any) -> str | None:
     return match.group(1) if match else None
 
 
-_FUNCTION_URI_RE = re.compile(
-    r"(?<![\w.])google_cloudfunctions2_function\.([\w-]+)\.(?:service_config\[0\]\.uri|url)\b"
-)
+# local.X, var.X, module.M.OUTPUT, or the function's service URI (the reference chain ends there).
 _REF_RE = re.compile(
     r"(?<![\w.])(?:(local|var)\.([\w-]+)|module\.([\w-]+)(?:\[[^\]]*\])?\.([\w-]+)"
-    r"|google_cloudfunctions2_function\.[\w-]+\.(?:service_config\[0\]\.uri|url)\b)"
+    r"|google_cloudfunctions2_function\.([\w-]+)\.(?:service_config\[0\]\.uri|url)\b)"
 )
 
 
@@ -170,7 +168,7 @@ def points_at_function_uri(config: Config, module: Module, value: Any, depth: in
     match = _REF_RE.search(next(interpolations(value), ""))
     if match is None:
         return False
-    kind, name, call, output = match.groups()
+    kind, name, call, output, function = match.groups()
     if kind == "local":
         local = module.locals().get(name)
         return points_at_function_uri(config, module, local, depth - 1)
@@ -182,10 +180,7 @@ def points_at_function_uri(config: Config, module: Module, value: Any, depth: in
         return called is not None and points_at_function_uri(
             config, called, out.get("value"), depth - 1
         )
-    function = _FUNCTION_URI_RE.match(match.group(0))
-    return function is not None and (
-        module.resource("google_cloudfunctions2_function", function.group(1)) is not None
-    )
+    return module.resource("google_cloudfunctions2_function", function) is not None
 
 
 def _variable_points_at_function_uri(config: Config, module: Module, name: str, depth: int) -> bool:
