@@ -68,7 +68,9 @@ def publish(model_dir: Path, base_uri: str, move_latest: bool = True) -> Publish
     target = family.child(version)
 
     already = _complete_and_identical(target, manifest_bytes)
-    if not already:
+    if already:  # a retry: check the model the existing version holds
+        _verify(target, manifest_lib.MODEL_FILE, model_bytes)
+    else:
         leftovers = target.list()
         if leftovers:
             log.warning(
@@ -81,7 +83,6 @@ def publish(model_dir: Path, base_uri: str, move_latest: bool = True) -> Publish
             target.write_bytes(manifest_lib.MANIFEST_FILE, manifest_bytes, overwrite=False)
         except ObjectExistsError:  # a concurrent publisher finished this version first
             already = _complete_and_identical(target, manifest_bytes)
-    _verify(target, manifest_lib.MODEL_FILE, model_bytes)
     _verify(target, manifest_lib.MANIFEST_FILE, manifest_bytes)
     if manifest_lib.sha256_hex(model_bytes) != manifest["sha256"]:
         raise PublishVerificationError("model does not match its manifest's sha256")
