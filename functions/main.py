@@ -56,5 +56,5 @@ def segment_push_without_data(error: Exception) -> Any:
     cloud_event = push.cloud_event_from_push(flask.request.get_data(), flask.request.path)
     if cloud_event is None:
         return error
-    handle_cloud_event(cloud_event, store=STORE, model=MODEL, settings=SETTINGS)
+    segment_image(cloud_event)
     return "OK"
