@@ -43,6 +43,8 @@ from segmentation.imaging import MAX_SIDE, decode_image, encode_mask
 from segmentation.model import SegmentationModel
 from segmentation.storage import MAX_OBJECT_NAME_BYTES, error_name, mask_name
 
+from tests.fakes.images import encode
+
 MODEL_SIZE = (128, 128)
 MAX_PIXELS = 1_000_000
 PARSE_DEADLINE = timedelta(seconds=2)  # examples take microseconds
@@ -189,9 +191,7 @@ def test_any_bytes_give_a_mask_or_an_input_error(tiny_model, data):
 
 
 def _encoded(fmt: str, size=(40, 30), mode="RGB") -> bytes:
-    buffer = io.BytesIO()
-    Image.new(mode, size, 120).save(buffer, format=fmt)
-    return buffer.getvalue()
+    return encode(Image.new(mode, size, 120), fmt)
 
 
 SEEDS = {fmt: _encoded(fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")}
@@ -249,9 +249,7 @@ def image_files(draw: st.DrawFn) -> bytes:
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
-    return buffer.getvalue()
+    return encode(image, fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
 
 
 @pytest.mark.timeout(TEST_TIMEOUT_S)
