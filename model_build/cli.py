@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
-from model_build import logs
+from segmentation.errors import SegmentationError
+
+from model_build import logs, recipe
 from model_build.data import SOURCES, DataConfig
 from model_build.evaluate import DEFAULT_SELECTION_THREADS, DEFAULT_TOLERANCE_POINTS
 
 log = logging.getLogger("model_build.cli")
 
-STEPS = ("train", "convert", "evaluate", "publish", "all")
+EXIT_FAILED = 1
+STEPS = ("train", "convert", "evaluate", "publish", "all", "score")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": "score Keras and every variant; write the chosen model + manifest",
         "publish": "upload the chosen model as a new immutable version; move `latest`",
         "all": "train, convert, evaluate (and publish with --publish)",
+        "score": "score a model directory on real photos through the function's own path",
     }
     for step in STEPS:
         step_parser = sub.add_parser(step, help=helps[step], description=helps[step])
         step_parser.add_argument("--log-level", default="INFO")
+        if step == "score":
+            _add_score(step_parser)
+            continue
         if step != "publish":
             _add_out(step_parser)
             _add_data(step_parser)
@@ -60,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         if step == "all":
             step_parser.add_argument("--publish", metavar="BASE", help="gs://BUCKET or DIR")
     return parser
+
+
+def _add_score(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, required=True, help="model.tflite + manifest")
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="photos and trimaps in the Oxford-IIIT layout"
+    )
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--limit", type=int, help="score the first N photos of the split")
+    parser.add_argument("--sheet", type=Path, help="write the worst and best photos here (PNG)")
+    parser.add_argument("--json", type=Path, help="write the scores, per photo too, here")
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +111,34 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         help="auto: imagenet for real data, none for synthetic (offline) data",
     )
     group.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto")
-    group.add_argument("--early-stopping-patience", type=int, default=5)
+    group.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=0,
+        help="epochs without a better validation loss before a phase stops; 0 = off "
+        "(a cosine schedule ends at a learning rate of zero: stopping early cuts it short)",
+    )
+    group.add_argument(
+        "--loss", choices=recipe.LOSSES, default=recipe.DEFAULT_LOSS, help="ce_dice: + soft Dice"
+    )
+    group.add_argument(
+        "--augmentation",
+        choices=recipe.AUGMENTATIONS,
+        default=recipe.DEFAULT_AUGMENTATION,
+        help="strong: resized crop + rotation + flip + colour; basic: flip, zoom, brightness",
+    )
+    group.add_argument(
+        "--lr-schedule", choices=recipe.LR_SCHEDULES, default=recipe.DEFAULT_LR_SCHEDULE
+    )
+    group.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=recipe.DEFAULT_WARMUP_EPOCHS,
+        help="linear warmup (cosine)",
+    )
+    group.add_argument(
+        "--weight-decay", type=float, default=recipe.DEFAULT_WEIGHT_DECAY, help="AdamW; 0 = Adam"
+    )
     group.add_argument("--bn-recalibration-steps", type=int, default=20)
     group.add_argument("--checkpoint-dir", help="default <out>/checkpoints; may be gs://")
 
@@ -150,8 +196,30 @@ def train_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy)
         mixed_precision=args.mixed_precision,
         early_stopping_patience=args.early_stopping_patience,
         bn_recalibration_steps=args.bn_recalibration_steps,
+        loss=args.loss,
+        augmentation=args.augmentation,
+        lr_schedule=args.lr_schedule,
+        warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay,
         seed=args.seed,
     )
+
+
+def score(args: argparse.Namespace) -> int:
+    import json
+
+    from model_build.serving_score import score_folder
+
+    result = score_folder(args.model_dir, args.data_dir, args.split, args.limit, args.sheet)
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    per_class = ", ".join(f"{k} {v:.3f}" for k, v in result.scores["per_class_iou"].items())
+    print(
+        f"{result.model_version} ({result.quantization}) on {result.examples} {args.split} "
+        f"photos through the function's path: mIoU {result.scores['miou']:.3f}, "
+        f"pixel accuracy {result.scores['pixel_accuracy']:.3f} ({per_class})"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,16 +227,25 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        RuntimeError,
+        SegmentationError,
+    ) as exc:
         # Named, expected failures (bad settings, a step run out of order, an existing version,
-        # no network for the ImageNet weights) print one clear line instead of a traceback.
+        # no network for the ImageNet weights, a model the function would refuse) print one
+        # clear line on stderr instead of a traceback; 2 stays argparse's usage error.
         log.error(str(exc), extra={"error": type(exc).__name__, "step": args.step})
-        print(f"error: {type(exc).__name__}: {exc}")
-        return 2
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def run(args: argparse.Namespace) -> int:
     # TensorFlow is imported here, after parsing, so `--help` answers at once.
+    if args.step == "score":
+        return score(args)
     from model_build import publish, steps, train
 
     if args.step in ("train", "all"):

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from model_build import oxford_folder
+from model_build import augment as augment_lib
+from model_build import oxford_folder, provenance
 from model_build.model import IMAGE_SIZE
 from model_build.synthetic import synthetic_example
 
@@ -51,6 +52,7 @@ class Splits:
     train_size: int
     test_size: int
     description: dict[str, Any] = field(default_factory=dict)
+    test_names: list[str] | None = None  # example names where the source has them
 
 
 def load_splits(config: DataConfig) -> Splits:
@@ -96,7 +98,11 @@ def _folder_splits(config: DataConfig) -> Splits:
     description = {
         "dataset": f"folder:{root.name}",
         "version": "local",
+        "train_examples": len(train.names),
+        "test_examples": len(test.names),
+        "fingerprint": provenance.fingerprint(root, [*train.files, *test.files]),
         "skipped": dict(train.skipped + test.skipped + unused),
+        "quirks": dict(train.quirks + test.quirks),
     }
     return Splits(
         _from_arrays(train.images, train.masks),
@@ -104,6 +110,7 @@ def _folder_splits(config: DataConfig) -> Splits:
         len(train.names),
         len(test.names),
         description,
+        test_names=test.names,
     )
 
 
@@ -150,46 +157,16 @@ def _from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((images, masks))
 
 
-def augment(
-    image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor, photometric: bool = True
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Random flip and zoom applied identically to image and mask; colour jitter on the image.
-
-    `seed` is a [2] int tensor (stateless ops), so a given seed always gives the same result.
-    """
-    size = tf.shape(image)[0]
-    flip = tf.random.stateless_uniform([], seed) < 0.5
-    image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-    mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
-
-    # Zoom: one random box (70-100% of the side) cut from both tensors and resized back.
-    scale = tf.random.stateless_uniform([], seed + 1, 0.7, 1.0)
-    offset = tf.random.stateless_uniform([2], seed + 2) * (1.0 - scale)
-    box = tf.stack([offset[0], offset[1], offset[0] + scale, offset[1] + scale])[tf.newaxis]
-    crop = tf.stack([size, size])
-    image_f = tf.image.crop_and_resize(
-        tf.cast(image, tf.float32)[tf.newaxis], box, [0], crop, method="bilinear"
-    )[0]
-    mask_f = tf.image.crop_and_resize(
-        tf.cast(mask, tf.float32)[tf.newaxis, ..., tf.newaxis], box, [0], crop, method="nearest"
-    )[0, ..., 0]
-
-    if photometric:
-        image_f = tf.image.stateless_random_brightness(image_f, 25.0, seed + 3)
-        image_f = tf.image.stateless_random_contrast(image_f, 0.8, 1.2, seed + 4)
-    image = tf.cast(tf.clip_by_value(tf.round(image_f), 0, 255), tf.uint8)
-    return image, tf.cast(mask_f, tf.uint8)
-
-
 def training_batches(
-    dataset: tf.data.Dataset, batch_size: int, seed: int, augment_data: bool = True
+    dataset: tf.data.Dataset, batch_size: int, seed: int, augmentation: str = "basic"
 ) -> tf.data.Dataset:
-    """Shuffled, augmented, batched training data (one pass = one epoch)."""
+    """Shuffled, augmented (see augment.py), batched training data (one pass = one epoch)."""
     dataset = dataset.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
-    if augment_data:
+    transform = augment_lib.by_name(augmentation)
+    if transform is not None:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda example, s: augment(example[0], example[1], s),
+            lambda example, s: transform(example[0], example[1], s),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -5,9 +5,11 @@
     ROOT/annotations/trainval.txt, test.txt     (optional; "<name> <class> <species> <breed>")
 
 Without the split lists, a stable hash of the name puts about 20% of examples in the test split.
-Corrupt or unmatched files are skipped and counted (with a warning) while the folder is read,
-before training starts, so a bad file can never crash an epoch. Files no split can use are
-counted too (`unused_files`): a trimap without an image, and, with split lists, an image or
+Corrupt or unmatched files, and trimaps that mark no pet pixel (the full dataset has such
+labelling errors), are skipped and counted (with a warning) while the folder is read, before
+training starts, so a bad file can never crash an epoch. Images are decoded by content, not by
+extension: a GIF or an RGBA PNG named `.jpg` is read and counted as a quirk. Files no split can
+use are counted too (`unused_files`): a trimap without an image, and, with split lists, an image or
 trimap whose name neither list has.
 """
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TRIMAP_VALUES = (1, 2, 3)
+PET_VALUE = 1
+FORMATS_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
 class DatasetFolderError(ValueError):
@@ -38,6 +42,8 @@ class FolderSplit:
     masks: np.ndarray  # uint8 [N, S, S], 0 pet / 1 background / 2 border
     names: list[str]
     skipped: Counter[str] = field(default_factory=Counter)
+    quirks: Counter[str] = field(default_factory=Counter)  # read, but not what the name says
+    files: list[Path] = field(default_factory=list)  # every image and trimap read
 
 
 def split_names(root: Path) -> tuple[list[str], list[str]]:
@@ -95,61 +101,101 @@ def _read_list(path: Path) -> list[str]:
 
 def load_split(root: Path, names: list[str], size: int) -> FolderSplit:
     """Decodes, validates and resizes each named example; skips and counts the bad ones."""
-    images, masks, kept = [], [], []
+    images, masks, kept, files = [], [], [], []
     skipped: Counter[str] = Counter()
+    quirks: Counter[str] = Counter()
     for name in names:
         try:
-            image, mask = _load_example(root, name, size)
-        except _SkipExampleError as skip:
+            example = _load_example(root, name, size)
+        except ExampleSkippedError as skip:
             skipped[skip.reason] += 1
             detail = {"example": name, "reason": skip.reason, "detail": str(skip)}
             log.warning("skipping example", extra=detail)
             continue
-        images.append(image)
-        masks.append(mask)
+        images.append(example.image)
+        masks.append(example.mask)
         kept.append(name)
+        files.extend(example.files)
+        if example.quirk:
+            quirks[example.quirk] += 1
+            log.info("read by content", extra={"example": name, "quirk": example.quirk})
     if skipped:
         log.warning(
             "skipped examples in dataset folder", extra={"root": str(root), **dict(skipped)}
         )
     if not kept:
         raise DatasetFolderError(f"no usable example among {len(names)} in {root}: {dict(skipped)}")
-    return FolderSplit(np.stack(images), np.stack(masks), kept, skipped)
+    return FolderSplit(np.stack(images), np.stack(masks), kept, skipped, quirks, files)
 
 
-class _SkipExampleError(Exception):
+class ExampleSkippedError(Exception):
+    """An example that cannot be used; `reason` is the counter it is reported under."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
 
-def _find_image(root: Path, name: str) -> Path:
+def find_image(root: Path, name: str) -> Path:
     for suffix in IMAGE_SUFFIXES:
         path = root / "images" / f"{name}{suffix}"
         if path.is_file():
             return path
-    raise _SkipExampleError("missing_image", f"no image for {name}")
+    raise ExampleSkippedError("missing_image", f"no image for {name}")
 
 
-def _load_example(root: Path, name: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    image_path = _find_image(root, name)
-    trimap_path = root / "annotations" / "trimaps" / f"{name}.png"
-    if not trimap_path.is_file():
-        raise _SkipExampleError("missing_trimap", f"no trimap for {name}")
+def trimap_path(root: Path, name: str) -> Path:
+    return root / "annotations" / "trimaps" / f"{name}.png"
+
+
+@dataclass(frozen=True)
+class _Example:
+    image: np.ndarray
+    mask: np.ndarray
+    files: tuple[Path, Path]
+    quirk: str | None  # e.g. "gif_named_jpg", "rgba_png_named_jpg"
+
+
+def _load_example(root: Path, name: str, size: int) -> _Example:
+    image_path = find_image(root, name)
+    trimap_file = trimap_path(root, name)
+    if not trimap_file.is_file():
+        raise ExampleSkippedError("missing_trimap", f"no trimap for {name}")
     try:
-        with Image.open(image_path) as img:
+        with Image.open(image_path) as img:  # Pillow identifies the format by its bytes
             img.load()
+            quirk = _quirk(image_path, str(img.format), img.mode)
             image = img.convert("RGB")
-        with Image.open(trimap_path) as tri:
+        with Image.open(trimap_file) as tri:
             tri.load()
             trimap = tri.convert("L")
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for corrupt files
-        raise _SkipExampleError("corrupt", f"{name}: {exc}") from exc
+        raise ExampleSkippedError("corrupt", f"{name}: {exc}") from exc
     if image.size != trimap.size:
-        raise _SkipExampleError("size_mismatch", f"{name}: image {image.size} trimap {trimap.size}")
+        raise ExampleSkippedError(
+            "size_mismatch", f"{name}: image {image.size} trimap {trimap.size}"
+        )
     values = np.unique(np.asarray(trimap))
     if not set(values.tolist()) <= set(TRIMAP_VALUES):
-        raise _SkipExampleError("bad_trimap", f"{name}: trimap values {values.tolist()}")
+        raise ExampleSkippedError("bad_trimap", f"{name}: trimap values {values.tolist()}")
+    if PET_VALUE not in values:
+        raise ExampleSkippedError("trimap_without_pet", f"{name}: the trimap marks no pet pixel")
     image = image.resize((size, size), Image.Resampling.BILINEAR)
     trimap = trimap.resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(image, dtype=np.uint8), np.asarray(trimap, dtype=np.uint8) - 1
+    return _Example(
+        np.asarray(image, dtype=np.uint8),
+        np.asarray(trimap, dtype=np.uint8) - 1,
+        (image_path, trimap_file),
+        quirk,
+    )
+
+
+def _quirk(path: Path, content_format: str, mode: str) -> str | None:
+    """Names a file whose content is not what its extension says (or RGBA), else None."""
+    named = FORMATS_BY_SUFFIX.get(path.suffix.lower())
+    parts = []
+    if mode in ("RGBA", "LA", "PA"):
+        parts.append(mode.lower())
+    if content_format != named:
+        parts.append(f"{content_format.lower()}_named_{path.suffix.lower().lstrip('.')}")
+    return "_".join(parts) or None

@@ -3,7 +3,8 @@
 <out>/keras/model.keras          train
 <out>/tflite/<variant>.tflite    convert
 <out>/evaluation.json            evaluate (every variant, and Keras)
-<out>/model/                     evaluate: the chosen variant as model.tflite + manifest.json
+<out>/model/                     evaluate: the chosen variant as model.tflite + manifest.json,
+                                 and quality.png (worst and best held-out examples)
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from model_build import convert, evaluate, manifest
+from model_build import convert, evaluate, manifest, quality_sheet
 from model_build import data as data_lib
 from model_build import model as model_lib
+from model_build.model import NUM_CLASSES
 from model_build.train import KERAS_MODEL, load_training_facts, representative_images
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 TFLITE_DIR = "tflite"
 MODEL_DIR = "model"
 EVALUATION_FILE = "evaluation.json"
+QUALITY_SHEET = "quality.png"  # never copied into the repository: it shows dataset photos
 
 
 class MissingStepOutputError(FileNotFoundError):
@@ -86,7 +90,8 @@ def evaluate_step(
         options.tolerance_points,
         options.selection_threads,
     )
-    model_bytes = Path(result.variants[selection.variant].path).read_bytes()
+    chosen_path = Path(result.variants[selection.variant].path)
+    model_bytes = chosen_path.read_bytes()
     training = {
         "dataset": splits.description.get("dataset"),
         "dataset_version": splits.description.get("version"),
@@ -106,11 +111,39 @@ def evaluate_step(
         image_size=data_config.image_size,
     )
     manifest.write_model_dir(model_bytes, chosen, out / MODEL_DIR)
+    _write_quality_sheet(
+        chosen_path, images, masks, splits, out / MODEL_DIR / QUALITY_SHEET, chosen
+    )
     report = {**result.to_json(), "selection": chosen["selection"], "version": chosen["version"]}
     (out / EVALUATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
     facts = {"variant": selection.variant, "version": chosen["version"], "rule": selection.reason}
     log.info("selected variant", extra=facts)
     return chosen
+
+
+def _write_quality_sheet(
+    model_path: Path,
+    images: np.ndarray,
+    masks: np.ndarray,
+    splits: data_lib.Splits,
+    path: Path,
+    chosen: dict[str, Any],
+) -> Path:
+    """The worst and best held-out examples of the chosen variant, next to its manifest."""
+    maps, _, _ = evaluate.tflite_class_maps(model_path, images, num_threads=1)
+    names = splits.test_names or [f"test #{i}" for i in range(len(images))]
+    examples = [
+        quality_sheet.Example(
+            name, image, mask, predicted, quality_sheet.image_miou(mask, predicted, NUM_CLASSES)
+        )
+        for name, image, mask, predicted in zip(names, images, masks, maps, strict=False)
+    ]
+    scores = chosen["metrics"]["tflite"]
+    title = (
+        f"{chosen['version']} ({chosen['quantization']}) on {len(examples)} held-out "
+        f"{splits.description.get('dataset')} examples at 128x128: mIoU {scores['miou']:.3f}"
+    )
+    return quality_sheet.write(examples, path, title)
 
 
 def _training_summary(facts: dict[str, Any]) -> dict[str, Any]:

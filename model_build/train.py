@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import platform
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from model_build import data as data_lib
+from model_build import losses as losses_lib
 from model_build import model as model_lib
+from model_build import recipe
 from model_build.checkpoints import (
     CheckpointCallback,
     CheckpointStore,
@@ -53,8 +56,14 @@ class TrainConfig:
     validation_fraction: float = 0.1
     encoder_weights: str | None = "imagenet"  # or None: train the encoder from scratch
     mixed_precision: str = "auto"  # auto (on with a GPU) | on | off
-    early_stopping_patience: int = 5
+    early_stopping_patience: int = 0  # 0 = off
     bn_recalibration_steps: int = 20
+    # The recipe for little data and no pretrained encoder (README "The model" has the table).
+    loss: str = recipe.DEFAULT_LOSS
+    augmentation: str = recipe.DEFAULT_AUGMENTATION
+    lr_schedule: str = recipe.DEFAULT_LR_SCHEDULE  # cosine: linear warmup, cosine decay to 0
+    warmup_epochs: int = recipe.DEFAULT_WARMUP_EPOCHS
+    weight_decay: float = recipe.DEFAULT_WEIGHT_DECAY  # AdamW's decoupled decay; 0 = Adam
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +75,11 @@ class TrainConfig:
             "validation_fraction": 0 <= self.validation_fraction < 1,
             "mixed_precision": self.mixed_precision in ("auto", "on", "off"),
             "encoder_weights": self.encoder_weights in ("imagenet", None),
+            "loss": self.loss in recipe.LOSSES,
+            "augmentation": self.augmentation in recipe.AUGMENTATIONS,
+            "lr_schedule": self.lr_schedule in recipe.LR_SCHEDULES,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "weight_decay": self.weight_decay >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -112,10 +126,14 @@ def _train_phases(
     """Runs the phases not done yet (under the global policy set by the caller)."""
     splits = data_lib.load_splits(config.data)
     train_ds, val_ds = _split_validation(splits, config.validation_fraction)
-    train_batches = data_lib.training_batches(train_ds, config.batch_size, config.seed)
+    train_batches = data_lib.training_batches(
+        train_ds, config.batch_size, config.seed, config.augmentation
+    )
     val_batches = data_lib.evaluation_batches(val_ds, config.batch_size) if val_ds else None
-    plain_batches = data_lib.training_batches(
-        train_ds, config.batch_size, config.seed, augment_data=False
+    plain_batches = data_lib.training_batches(train_ds, config.batch_size, config.seed, "none")
+    steps_per_epoch = config.steps_per_epoch or math.ceil(
+        (splits.train_size - _validation_count(splits, config.validation_fraction))
+        / config.batch_size
     )
 
     if state.checkpoint:
@@ -137,7 +155,7 @@ def _train_phases(
         if not resumed_in_phase:  # a resumed model keeps its compiled optimizer state
             if unfreeze:
                 set_encoder_trainable(model, True)
-            _compile(model, learning_rate)
+            _compile(model, config, learning_rate, epochs * steps_per_epoch, steps_per_epoch)
         callbacks = [
             RecalibrateBatchNorm(plain_batches, config.bn_recalibration_steps),
             *_callbacks(config, store, state, phase, out),
@@ -182,29 +200,65 @@ def _split_validation(
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """Holds out the first `fraction` of the training split for validation (the test split
     stays untouched for the final evaluation)."""
-    count = int(splits.train_size * fraction)
+    count = _validation_count(splits, fraction)
     if count == 0:
         return splits.train, None
     return splits.train.skip(count), splits.train.take(count)
 
 
-def _compile(model: keras.Model, learning_rate: float) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+def _validation_count(splits: data_lib.Splits, fraction: float) -> int:
+    return int(splits.train_size * fraction)
+
+
+def learning_rate_schedule(
+    config: TrainConfig, peak: float, total_steps: int, steps_per_epoch: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The phase's learning rate: constant, or a linear warmup then a cosine decay to zero.
+
+    The schedule reads the optimizer's step counter, which checkpoints carry, so a resumed
+    phase continues the curve where it stopped.
+    """
+    if config.lr_schedule == "constant":
+        return peak
+    warmup = min(config.warmup_epochs * steps_per_epoch, max(total_steps - 1, 0))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else peak,
+        decay_steps=max(total_steps - warmup, 1),
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
     )
+
+
+def _compile(
+    model: keras.Model,
+    config: TrainConfig,
+    peak: float,
+    total_steps: int,
+    steps_per_epoch: int,
+) -> None:
+    rate = learning_rate_schedule(config, peak, total_steps, steps_per_epoch)
+    optimizer = (
+        keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+        if config.weight_decay
+        else keras.optimizers.Adam(rate)
+    )
+    model.compile(optimizer=optimizer, loss=losses_lib.by_name(config.loss), metrics=["accuracy"])
 
 
 def _callbacks(
     config: TrainConfig, store: CheckpointStore, state: TrainingState, phase: str, out: Path
 ) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if config.validation_fraction > 0 else "loss"
-    return [
+    callbacks: list[keras.callbacks.Callback] = []
+    if config.early_stopping_patience > 0:
         # Before the checkpoint callback: it saves the state this one updates.
-        ResumableEarlyStopping(
-            state, phase, monitor=monitor, patience=config.early_stopping_patience
-        ),
+        callbacks.append(
+            ResumableEarlyStopping(
+                state, phase, monitor=monitor, patience=config.early_stopping_patience
+            )
+        )
+    return [
+        *callbacks,
         CheckpointCallback(store, state, phase),
         keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0),
     ]

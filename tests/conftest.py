@@ -87,3 +87,15 @@ def model_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tflite_model_dir(model_run_dir: Path) -> Path:
     """A directory with a real model.tflite + manifest.json produced by model_build."""
     return model_run_dir / "model"
+
+
+# Real Oxford-IIIT Pet photos, kept beside the repository (never committed into it).
+REAL_SUBSET = REPO_ROOT.parent / "shared" / "data" / "oxford-iiit-pet-subset"
+
+
+@pytest.fixture(scope="session")
+def real_subset() -> Path:
+    """The real photo subset in the Oxford layout; tests that need it skip where it is absent."""
+    if not (REAL_SUBSET / "images").is_dir():
+        pytest.skip(f"real photo subset not present at {REAL_SUBSET}")
+    return REAL_SUBSET

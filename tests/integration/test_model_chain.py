@@ -100,3 +100,31 @@ def test_tflite_runtime_loads_what_the_manifest_chooses(model_run_dir):
     litert = _litert_classes(paths[0], image)
     assert np.mean(np.array(loaded[paths[0]]["classes"]) == litert) > 0.99
     print(chosen["quantization"], {p.rsplit("/", 1)[-1]: r["ok"] for p, r in loaded.items()})
+
+
+def test_evaluate_draws_the_worst_and_best_examples_next_to_the_manifest(model_run_dir):
+    from PIL import Image
+
+    sheet = model_run_dir / "model" / "quality.png"
+    with Image.open(sheet) as image:
+        assert image.format == "PNG"
+        assert image.width > 900 and image.height > 4 * 160  # two panels of up to 4 rows
+
+
+def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tmp_path, capsys):
+    from model_build.cli import main
+    from tests.fakes.oxford import write_oxford_folder
+
+    names = [f"cat_{i}" for i in range(5)]
+    root = write_oxford_folder(tmp_path / "pets", names)
+    (root / "annotations" / "trainval.txt").write_text("cat_0 1 1 1\n")
+    (root / "annotations" / "test.txt").write_text("".join(f"{n} 1 1 1\n" for n in names[1:]))
+    report, sheet = tmp_path / "score.json", tmp_path / "sheet.png"
+    args = ["--model-dir", str(model_run_dir / "model"), "--data-dir", str(root)]
+    assert main(["score", *args, "--json", str(report), "--sheet", str(sheet)]) == 0
+    scores = json.loads(report.read_text())
+    chosen = json.loads((model_run_dir / "model" / "manifest.json").read_text())
+    assert scores["model_version"] == chosen["version"] and scores["examples"] == 4
+    assert set(scores["per_image_miou"]) == set(names[1:])
+    assert 0 <= scores["miou"] <= 1 and sheet.stat().st_size > 0
+    assert f"mIoU {scores['miou']:.3f}" in capsys.readouterr().out

@@ -108,8 +108,8 @@ def test_publish_to_a_local_directory_and_again_from_the_cli(tmp_path, capsys):
     (path / "model.tflite").write_bytes(b"other")
     tampered = dict(chosen, sha256=publish_lib.manifest_lib.sha256_hex(b"other"))
     (path / "manifest.json").write_text(json.dumps(tampered))
-    assert cli_main(["publish", "--model-dir", str(path), "--to", str(base)]) == 2
-    assert "VersionExistsError" in capsys.readouterr().out
+    assert cli_main(["publish", "--model-dir", str(path), "--to", str(base)]) == 1
+    assert "VersionExistsError" in capsys.readouterr().err
 
 
 def _at(day: int) -> datetime:

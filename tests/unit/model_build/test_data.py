@@ -3,10 +3,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from model_build import augment as augment_lib
 from model_build import data as data_lib
-from model_build.data import DataConfig, augment, load_splits, tfds_example
+from model_build.data import DataConfig, load_splits, tfds_example
 from model_build.oxford_folder import DatasetFolderError
 from model_build.synthetic import BORDER, PET, synthetic_example
+from tests.fakes.oxford import write_oxford_folder
 
 
 def test_synthetic_generator_is_deterministic():
@@ -43,24 +45,9 @@ def test_synthetic_splits_have_the_contract_shapes():
     assert splits.description["dataset"] == "synthetic"
 
 
-def _write_oxford_folder(root, names, corrupt=(), no_trimap=()):
-    (root / "images").mkdir(parents=True)
-    (root / "annotations" / "trimaps").mkdir(parents=True)
-    for index, name in enumerate(names):
-        image, mask = synthetic_example(index)
-        path = root / "images" / f"{name}.jpg"
-        if name in corrupt:
-            Image.fromarray(image).save(path, quality=90)
-            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])  # truncated
-        else:
-            Image.fromarray(image).save(path, quality=90)
-        if name not in no_trimap:
-            Image.fromarray(mask + 1).save(root / "annotations" / "trimaps" / f"{name}.png")
-
-
 def test_folder_source_skips_corrupt_and_unmatched_files(tmp_path, caplog):
     names = [f"cat_{i}" for i in range(8)]
-    _write_oxford_folder(tmp_path, names, corrupt={"cat_2"}, no_trimap={"cat_5"})
+    write_oxford_folder(tmp_path, names, corrupt={"cat_2"}, no_trimap={"cat_5"})
     (tmp_path / "annotations" / "trainval.txt").write_text(
         "".join(f"{n} 1 1 1\n" for n in names[:6]) + "missing_one 1 1 1\n"
     )
@@ -85,7 +72,7 @@ def test_folder_source_skips_corrupt_and_unmatched_files(tmp_path, caplog):
 
 def test_folder_source_without_split_lists_uses_a_stable_hash_split(tmp_path):
     names = [f"dog_{i}" for i in range(20)]
-    _write_oxford_folder(tmp_path, names)
+    write_oxford_folder(tmp_path, names)
     first = load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
     second = load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
     assert first.train_size + first.test_size == 20
@@ -94,7 +81,7 @@ def test_folder_source_without_split_lists_uses_a_stable_hash_split(tmp_path):
 
 
 def test_folder_source_counts_a_trimap_without_an_image(tmp_path, caplog):
-    _write_oxford_folder(tmp_path, [f"dog_{i}" for i in range(20)])
+    write_oxford_folder(tmp_path, [f"dog_{i}" for i in range(20)])
     orphan = tmp_path / "annotations" / "trimaps" / "dog_0.png"
     orphan.rename(orphan.with_name("lost_pet.png"))  # dog_0: image only; lost_pet: trimap only
     with caplog.at_level("WARNING"):
@@ -106,7 +93,7 @@ def test_folder_source_counts_a_trimap_without_an_image(tmp_path, caplog):
 
 def test_folder_source_counts_files_the_split_lists_leave_out(tmp_path, caplog):
     names = [f"cat_{i}" for i in range(6)]
-    _write_oxford_folder(tmp_path, names)
+    write_oxford_folder(tmp_path, names)
     (tmp_path / "annotations" / "trainval.txt").write_text("cat_0 1 1 1\ncat_1 1 1 1\n")
     (tmp_path / "annotations" / "test.txt").write_text("cat_2 1 1 1\n")
     with caplog.at_level("WARNING"):
@@ -149,8 +136,12 @@ def _class_coded_example(size=128):
     return colours[mask], mask
 
 
+AUGMENTATIONS = [augment_lib.basic, augment_lib.strong]
+
+
+@pytest.mark.parametrize("augment", AUGMENTATIONS, ids=["basic", "strong"])
 @pytest.mark.parametrize("seed", [[1, 2], [3, 4], [5, 6], [7, 8]])
-def test_augmentation_keeps_image_and_mask_aligned(seed):
+def test_augmentation_keeps_image_and_mask_aligned(augment, seed):
     image, mask = _class_coded_example()
     aug_image, aug_mask = augment(
         tf.constant(image), tf.constant(mask), tf.constant(seed, tf.int64), photometric=False
@@ -158,16 +149,44 @@ def test_augmentation_keeps_image_and_mask_aligned(seed):
     decoded = np.argmax(aug_image.numpy(), axis=-1)  # the class each pixel's colour encodes
     assert np.mean(decoded == aug_mask.numpy()) > 0.97  # only anti-aliased edges may differ
     assert aug_mask.dtype == tf.uint8 and set(np.unique(aug_mask.numpy())) <= {0, 1, 2}
+    assert not np.array_equal(aug_mask.numpy(), mask)  # it did move something
 
 
-def test_augmentation_is_seeded_and_photometric_changes_only_the_image():
+@pytest.mark.parametrize("augment", AUGMENTATIONS, ids=["basic", "strong"])
+def test_augmentation_is_seeded_and_photometric_changes_only_the_image(augment):
     image, mask = _class_coded_example()
     seed = tf.constant([11, 12], tf.int64)
     a_image, a_mask = augment(tf.constant(image), tf.constant(mask), seed)
     b_image, _ = augment(tf.constant(image), tf.constant(mask), seed)
     np.testing.assert_array_equal(a_image.numpy(), b_image.numpy())
-    _, plain_mask = augment(tf.constant(image), tf.constant(mask), seed, photometric=False)
+    plain_image, plain_mask = augment(
+        tf.constant(image), tf.constant(mask), seed, photometric=False
+    )
     np.testing.assert_array_equal(a_mask.numpy(), plain_mask.numpy())
+    assert not np.array_equal(a_image.numpy(), plain_image.numpy())
+
+
+def test_strong_augmentation_rotates_crops_and_flips():
+    """Over many seeds the strong warp produces rotated (non axis-aligned) and flipped views."""
+    mask = np.full((128, 128), 1, np.uint8)
+    mask[:, :64] = 0  # left half pet: a vertical edge
+    image = np.zeros((128, 128, 3), np.uint8)
+    flipped = tilted = 0
+    for k in range(24):
+        _, out = augment_lib.strong(
+            tf.constant(image), tf.constant(mask), tf.constant([k, 3], tf.int64)
+        )
+        out = out.numpy()
+        flipped += int(out[64, 4] == 1 and out[64, 123] == 0)
+        # A rotated edge crosses different columns at the top and the bottom rows.
+        edge = [int(np.argmax(row != row[0])) for row in (out[8], out[119])]
+        tilted += int(abs(edge[0] - edge[1]) >= 3)
+    assert flipped >= 4 and tilted >= 8
+
+
+def test_unknown_augmentation_is_named():
+    with pytest.raises(ValueError, match="augmentation 'wild'"):
+        augment_lib.by_name("wild")
 
 
 def test_training_batches_are_batched_and_augmented():

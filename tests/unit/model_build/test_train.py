@@ -69,8 +69,8 @@ def test_cli_chooses_encoder_weights_by_data_source(tmp_path):
 def test_cli_reports_a_step_run_out_of_order(tmp_path, capsys):
     from model_build.cli import main
 
-    assert main(["convert", "--out", str(tmp_path)]) == 2
-    assert "run `python -m model_build train` first" in capsys.readouterr().out
+    assert main(["convert", "--out", str(tmp_path)]) == 1
+    assert "run `python -m model_build train` first" in capsys.readouterr().err
 
 
 def _flat_loss_fit(callbacks, initial_epoch, epochs):

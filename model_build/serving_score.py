@@ -1,0 +1,120 @@
+"""Scores a model directory on real photos through the Cloud Function's own path.
+
+    python -m model_build score --model-dir models/default --data-dir ~/oxford-iiit-pet
+
+Each photo's bytes go through `segmentation.imaging.decode_image` (JPEG draft decoding, EXIF
+orientation, the resize the function does), `SegmentationModel.predict` (LiteRT, the manifest's
+contract checks) and `encode_mask` (the PNG users get, at the photo's own size); the mask is then
+compared with the trimap at full resolution. evaluate's figures are at 128x128 on arrays
+prepared by model_build; these are what a user who uploads the photo gets.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from segmentation.imaging import decode_image, encode_mask
+from segmentation.model import load_model
+from segmentation.settings import DEFAULT_MAX_IMAGE_PIXELS
+
+from model_build import metrics, oxford_folder, quality_sheet
+from model_build.model import CLASS_NAMES, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ServingScore:
+    model_version: str
+    quantization: str
+    split: str
+    examples: int
+    scores: dict[str, Any]  # metrics.summarize over every pixel of every photo
+    per_image: dict[str, float] = field(default_factory=dict)  # name -> image mIoU
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "quantization": self.quantization,
+            "split": self.split,
+            "examples": self.examples,
+            **self.scores,
+            "skipped": dict(self.skipped),
+            "per_image_miou": self.per_image,
+        }
+
+
+def score_folder(
+    model_dir: Path,
+    root: Path,
+    split: str = "test",
+    limit: int | None = None,
+    sheet: Path | None = None,
+    sheet_rows: int = 4,
+) -> ServingScore:
+    """Scores `model_dir` on a split of an Oxford-layout folder; optionally draws the sheet."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    names = oxford_folder.split_names(root)[SPLITS.index(split)][:limit]
+    with tempfile.TemporaryDirectory(prefix="score-cache-") as cache:
+        model = load_model(str(model_dir), store=None, cache_dir=cache, num_threads=1)
+        confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        result = ServingScore(model.version, model.manifest.raw["quantization"], split, 0, {})
+        examples: list[quality_sheet.Example] = []
+        for name in names:
+            try:
+                photo, truth, predicted = _segment_one(model, root, name)
+            except oxford_folder.ExampleSkippedError as skip:
+                result.skipped[skip.reason] += 1
+                log.warning("skipping photo", extra={"example": name, "reason": skip.reason})
+                continue
+            confusion += metrics.confusion_matrix(truth, predicted, NUM_CLASSES)
+            iou = quality_sheet.image_miou(truth, predicted, NUM_CLASSES)
+            result.per_image[name] = round(iou, 4)
+            examples.append(quality_sheet.Example(name, photo, truth, predicted, iou))
+    if not examples:
+        raise ValueError(f"no usable photo in the {split} split of {root}")
+    result.examples = len(examples)
+    result.scores = metrics.summarize(confusion, CLASS_NAMES)
+    if sheet is not None:
+        title = (
+            f"{model.version} ({result.quantization}) on {len(examples)} {split} photos "
+            f"through the function's path: mIoU {result.scores['miou']:.3f}"
+        )
+        quality_sheet.write(examples, sheet, title, sheet_rows)
+    return result
+
+
+def _segment_one(model: Any, root: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(photo RGB, truth classes, predicted classes), all at the photo's size."""
+    image_path = oxford_folder.find_image(root, name)
+    trimap = oxford_folder.trimap_path(root, name)
+    if not trimap.is_file():
+        raise oxford_folder.ExampleSkippedError("missing_trimap", f"no trimap for {name}")
+    data = image_path.read_bytes()
+    decoded = decode_image(data, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, size=model.input_size)
+    mask_png = encode_mask(model.predict(decoded.array), decoded.original_size)
+    with Image.open(io.BytesIO(mask_png)) as mask:
+        predicted = np.asarray(mask)  # palette indices are the classes
+    with Image.open(trimap) as tri:
+        truth = np.asarray(tri.convert("L")).astype(np.int16) - 1
+    if truth.shape != predicted.shape:
+        raise oxford_folder.ExampleSkippedError(
+            "size_mismatch", f"{name}: mask {predicted.shape} vs trimap {truth.shape}"
+        )
+    if truth.min() < 0 or truth.max() >= NUM_CLASSES:
+        raise oxford_folder.ExampleSkippedError("bad_trimap", f"{name}: values out of range")
+    with Image.open(image_path) as img:
+        photo = np.asarray(img.convert("RGB"))
+    return photo, truth.astype(np.uint8), predicted.astype(np.uint8)
