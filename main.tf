@@ -1,5 +1,5 @@
-# Serverless Segmentation: root module. See docs/deploy.md for the deploy guide and DESIGN.md
-# for the architecture. The modules under infra/ follow the flow:
+# Serverless Segmentation: root module. See docs/deploy.md for the deploy guide and
+# docs/architecture.md for the architecture. The modules under infra/ follow the flow:
 #   storage -> function (reads input/models, writes output) -> messaging (upload notification,
 #   push subscription to the function, dead-letter topic); training_vm publishes models.
 #

@@ -1,1 +1,1 @@
-"""Train, convert, evaluate and publish the segmentation U-Net (see README.md and DESIGN.md)."""
+"""Train, convert, evaluate and publish the segmentation U-Net (see README.md and docs/architecture.md)."""

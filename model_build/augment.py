@@ -16,7 +16,7 @@ import math
 
 import tensorflow as tf
 
-from model_build.recipe import AUGMENTATIONS
+from model_build.config import AUGMENTATIONS
 
 MIN_AREA, MAX_AREA = 0.30, 1.0
 MAX_LOG_ASPECT = math.log(4 / 3)

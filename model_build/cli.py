@@ -17,9 +17,13 @@ from pathlib import Path
 
 from segmentation.errors import SegmentationError
 
-from model_build import logs, recipe
-from model_build.data import SOURCES, DataConfig
-from model_build.evaluate import DEFAULT_SELECTION_THREADS, DEFAULT_TOLERANCE_POINTS
+from model_build import config, logs
+from model_build.config import (
+    DEFAULT_SELECTION_THREADS,
+    DEFAULT_TOLERANCE_POINTS,
+    SOURCES,
+    DataConfig,
+)
 
 log = logging.getLogger("model_build.cli")
 
@@ -42,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         "score": "score a model directory on real photos through the function's own path",
     }
     for step in STEPS:
-        step_parser = sub.add_parser(step, help=helps[step], description=helps[step])
+        step_parser = sub.add_parser(
+            step,
+            help=helps[step],
+            description=helps[step],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         step_parser.add_argument("--log-level", default="INFO")
         if step == "score":
             _add_score(step_parser)
@@ -119,25 +128,25 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         "(a cosine schedule ends at a learning rate of zero: stopping early cuts it short)",
     )
     group.add_argument(
-        "--loss", choices=recipe.LOSSES, default=recipe.DEFAULT_LOSS, help="ce_dice: + soft Dice"
+        "--loss", choices=config.LOSSES, default=config.DEFAULT_LOSS, help="ce_dice: + soft Dice"
     )
     group.add_argument(
         "--augmentation",
-        choices=recipe.AUGMENTATIONS,
-        default=recipe.DEFAULT_AUGMENTATION,
+        choices=config.AUGMENTATIONS,
+        default=config.DEFAULT_AUGMENTATION,
         help="strong: resized crop + rotation + flip + colour; basic: flip, zoom, brightness",
     )
     group.add_argument(
-        "--lr-schedule", choices=recipe.LR_SCHEDULES, default=recipe.DEFAULT_LR_SCHEDULE
+        "--lr-schedule", choices=config.LR_SCHEDULES, default=config.DEFAULT_LR_SCHEDULE
     )
     group.add_argument(
         "--warmup-epochs",
         type=int,
-        default=recipe.DEFAULT_WARMUP_EPOCHS,
+        default=config.DEFAULT_WARMUP_EPOCHS,
         help="linear warmup (cosine)",
     )
     group.add_argument(
-        "--weight-decay", type=float, default=recipe.DEFAULT_WEIGHT_DECAY, help="AdamW; 0 = Adam"
+        "--weight-decay", type=float, default=config.DEFAULT_WEIGHT_DECAY, help="AdamW; 0 = Adam"
     )
     group.add_argument("--bn-recalibration-steps", type=int, default=20)
     group.add_argument("--checkpoint-dir", help="default <out>/checkpoints; may be gs://")

@@ -21,28 +21,10 @@ from PIL import Image
 
 from model_build import augment as augment_lib
 from model_build import oxford_folder, provenance
-from model_build.model import IMAGE_SIZE
+from model_build.config import DataConfig
 from model_build.synthetic import synthetic_example
 
-SOURCES = ("synthetic", "oxford", "folder")
 TFDS_NAME = "oxford_iiit_pet"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: str = "synthetic"
-    data_dir: str | None = None
-    tfds_data_dir: str | None = None
-    image_size: int = IMAGE_SIZE
-    synthetic_train_size: int = 512
-    synthetic_test_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"data source {self.source!r} is not one of {', '.join(SOURCES)}")
-        if self.source == "folder" and not self.data_dir:
-            raise ValueError("data source 'folder' needs data_dir (--data-dir PATH)")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from model_build.recipe import LOSSES
+from model_build.config import LOSSES
 
 
 @keras.saving.register_keras_serializable(package="model_build")

@@ -2,7 +2,7 @@
 
 MobileNetV2 encoder (skips at five of its layers) and a pix2pix-style decoder of transposed
 convolutions. The model takes uint8 RGB and rescales inside, so every consumer (the Cloud Function,
-the TFLite variants) feeds raw pixels: see DESIGN.md decision 5.
+the TFLite variants) feeds raw pixels: see docs/architecture.md, decision 5.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import keras
 
-IMAGE_SIZE = 128
+from model_build.config import IMAGE_SIZE
+
 CLASS_NAMES = ("pet", "background", "border")
 NUM_CLASSES = len(CLASS_NAMES)
 
@@ -49,7 +50,7 @@ def build_unet(
 
     `encoder_weights="imagenet"` downloads MobileNetV2's ImageNet weights (the cloud default);
     `None` starts from random weights, in which case the encoder must train (freeze_encoder is
-    ignored: a frozen random encoder is useless, DESIGN.md decision 9).
+    ignored: a frozen random encoder is useless, docs/architecture.md decision 9).
     """
     encoder = build_encoder(image_size, encoder_weights)
     encoder.trainable = not (freeze_encoder and encoder_weights is not None)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build import convert, evaluate, manifest, quality_sheet
+from model_build import config, convert, evaluate, manifest, quality_sheet
 from model_build import data as data_lib
 from model_build import model as model_lib
 from model_build.model import NUM_CLASSES
@@ -39,8 +39,8 @@ class MissingStepOutputError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class EvaluateOptions:
-    tolerance_points: float = evaluate.DEFAULT_TOLERANCE_POINTS
-    selection_threads: int = evaluate.DEFAULT_SELECTION_THREADS
+    tolerance_points: float = config.DEFAULT_TOLERANCE_POINTS
+    selection_threads: int = config.DEFAULT_SELECTION_THREADS
     limit: int | None = None  # evaluate on the first N held-out examples (None: all)
     latency_samples: int = 30
 

@@ -174,7 +174,7 @@ class GcsLocation(Location):
             blob.upload_from_string(data)
             return
         # if_generation_match=0 makes real GCS refuse an existing object; the local emulator
-        # ignores preconditions (DESIGN.md decision 6), hence the explicit check first.
+        # ignores preconditions (docs/architecture.md, decision 6), hence the explicit check first.
         if blob.exists():
             raise ObjectExistsError(f"{self.uri}/{name} already exists")
         try:
@@ -200,7 +200,7 @@ class GcsLocation(Location):
         from google.api_core.exceptions import PreconditionFailed
 
         # Cloud Storage checks ifGenerationMatch atomically; gcp-storage-emulator ignores it
-        # (DESIGN.md decision 6): tests put segment.fault_proxy in front to enforce it.
+        # (docs/architecture.md, decision 6): tests put segment.fault_proxy in front to enforce it.
         blob = self.bucket.blob(self._key(name))
         try:
             blob.upload_from_string(data, if_generation_match=int(generation))

@@ -23,10 +23,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model_build import config
 from model_build import data as data_lib
 from model_build import losses as losses_lib
 from model_build import model as model_lib
-from model_build import recipe
 from model_build.checkpoints import (
     CheckpointCallback,
     CheckpointStore,
@@ -59,11 +59,11 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0 = off
     bn_recalibration_steps: int = 20
     # The recipe for little data and no pretrained encoder (README "The model" has the table).
-    loss: str = recipe.DEFAULT_LOSS
-    augmentation: str = recipe.DEFAULT_AUGMENTATION
-    lr_schedule: str = recipe.DEFAULT_LR_SCHEDULE  # cosine: linear warmup, cosine decay to 0
-    warmup_epochs: int = recipe.DEFAULT_WARMUP_EPOCHS
-    weight_decay: float = recipe.DEFAULT_WEIGHT_DECAY  # AdamW's decoupled decay; 0 = Adam
+    loss: str = config.DEFAULT_LOSS
+    augmentation: str = config.DEFAULT_AUGMENTATION
+    lr_schedule: str = config.DEFAULT_LR_SCHEDULE  # cosine: linear warmup, cosine decay to 0
+    warmup_epochs: int = config.DEFAULT_WARMUP_EPOCHS
+    weight_decay: float = config.DEFAULT_WEIGHT_DECAY  # AdamW's decoupled decay; 0 = Adam
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,9 +75,9 @@ class TrainConfig:
             "validation_fraction": 0 <= self.validation_fraction < 1,
             "mixed_precision": self.mixed_precision in ("auto", "on", "off"),
             "encoder_weights": self.encoder_weights in ("imagenet", None),
-            "loss": self.loss in recipe.LOSSES,
-            "augmentation": self.augmentation in recipe.AUGMENTATIONS,
-            "lr_schedule": self.lr_schedule in recipe.LR_SCHEDULES,
+            "loss": self.loss in config.LOSSES,
+            "augmentation": self.augmentation in config.AUGMENTATIONS,
+            "lr_schedule": self.lr_schedule in config.LR_SCHEDULES,
             "warmup_epochs": self.warmup_epochs >= 0,
             "weight_decay": self.weight_decay >= 0,
         }

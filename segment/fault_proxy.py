@@ -11,7 +11,7 @@ A failed request is answered by the proxy itself and never reaches the upstream,
 "nothing happened" (as a real transient GCS error before the request is applied). Every request
 is forwarded on a fresh upstream connection; the client side keeps HTTP/1.1 keep-alive.
 
-`enforce_preconditions=True` adds what gcp-storage-emulator lacks (DESIGN decision 6): an object
+`enforce_preconditions=True` adds what gcp-storage-emulator lacks (docs/architecture.md, decision 6): an object
 write or delete with `ifGenerationMatch=G` is answered 412 unless the object's generation is G
 (0: absent). Conditional requests are serialised (check, then forward, under one lock), so for the
 clients behind this proxy the condition holds atomically, as on Cloud Storage.

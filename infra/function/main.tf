@@ -16,7 +16,7 @@ locals {
   ])
   source_hash = sha256(join("\n", [for f in local.source_files : "${f} ${filesha256("${var.source_dir}/${f}")}"]))
 
-  # Contract with functions/ (DESIGN "Settings"): read once at cold start and validated there.
+  # Contract with functions/ (docs/architecture.md, "Settings"): read once at cold start and validated there.
   env_vars = merge(var.extra_env_vars, {
     OUTPUT_BUCKET    = var.output_bucket
     MODEL_URI        = var.model_uri

@@ -66,7 +66,7 @@ variable "model_uri" {
 
 variable "runtime" {
   type        = string
-  description = "Cloud Functions runtime (DESIGN decision 1: Python 3.12)."
+  description = "Cloud Functions runtime (docs/architecture.md, decision 1: Python 3.12)."
   default     = "python312"
 }
 

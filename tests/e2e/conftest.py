@@ -16,7 +16,9 @@ from tests.integration.conftest import stack_model_dir
 __all__ = ["stack_model_dir"]
 
 SEGMENT = str(Path(sys.executable).with_name("segment"))
-SAMPLES = sorted(path for path in (REPO_ROOT / "samples").iterdir() if path.suffix != ".py")
+SAMPLES = sorted(
+    path for path in (REPO_ROOT / "samples").iterdir() if path.suffix not in (".py", ".md")
+)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """In-memory `ObjectStore` that enforces generation preconditions like Cloud Storage does.
 
-No emulator enforces preconditions (DESIGN.md decision 6), so the idempotency rules are tested
+No emulator enforces preconditions (docs/architecture.md, decision 6), so the idempotency rules are tested
 against this fake. It raises exactly what `segmentation.storage.GcsObjectStore` maps Google's
 404/412 to (`ObjectNotFoundError`, `PreconditionFailedError`). Versioning is off, as on the
 buckets: replacing an object makes its old generation unreadable.

@@ -1,7 +1,7 @@
 """The local stack end to end on real emulators: notification → Pub/Sub push → function → GCS.
 
 One stack per module (see conftest.py). Notifications are published by segment.notifier, the same
-code `segment local run` uses (DESIGN decision 6).
+code `segment local run` uses (docs/architecture.md, decision 6).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Publishing against the real GCS emulator (and a local directory).
 
-gcp-storage-emulator ignores preconditions (DESIGN.md decision 6): the race on `latest` runs behind
+gcp-storage-emulator ignores preconditions (docs/architecture.md, decision 6): the race on `latest` runs behind
 segment.fault_proxy, which enforces ifGenerationMatch as Cloud Storage does."""
 
 import json

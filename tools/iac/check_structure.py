@@ -2,7 +2,7 @@
 
 Each ``check_*`` function takes a loaded configuration (tools.iac.hcl.load_config) and returns a
 list of problems (empty = fine), so that tests can break a copy of the configuration and assert
-that the check notices. The properties (see DESIGN.md and docs/deploy.md):
+that the check notices. The properties (see docs/architecture.md and docs/deploy.md):
 
 * the input bucket's notification is OBJECT_FINALIZE + JSON_API_V1 on the uploads topic, and the
   Cloud Storage service agent may publish to that topic (else creating it fails with 403);

@@ -1,6 +1,6 @@
 """Regenerate the provider schemas that check_schema.py checks the project's .tf files against.
 
-Terraform cannot fetch providers offline (DESIGN decision 8), so the schemas come from the prebuilt
+Terraform cannot fetch providers offline (docs/architecture.md, decision 8), so the schemas come from the prebuilt
 CDK for Terraform npm packages: the ``.jsii`` assembly of ``@cdktf/provider-google@16.12.1``
 describes every resource, data source and the provider block of google provider 6.50.0 (the
 version it was generated from; versions.tf pins ``~> 6.50``) as typed configuration interfaces,

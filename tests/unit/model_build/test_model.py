@@ -46,7 +46,7 @@ def test_skip_connections_and_decoder_follow_the_tutorial(unet):
 
 
 def test_random_encoder_trains_even_when_freezing_is_asked(unet):
-    # A frozen random encoder is useless (DESIGN.md decision 9).
+    # A frozen random encoder is useless (docs/architecture.md, decision 9).
     assert unet.get_layer(model_lib.ENCODER_NAME).trainable
 
 

@@ -106,3 +106,24 @@ def test_cli_passes_the_recipe_through(tmp_path):
         "strong",
         "cosine",
     )
+
+
+def test_help_loads_no_tensorflow_and_shows_defaults():
+    """`python -m model_build STEP --help` answers before TensorFlow or Keras is imported."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, contextlib, io\n"
+        "from model_build.cli import build_parser\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    build_parser().parse_args(['train', '--help'])\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "print(heavy, 'default: ce_dice' in out.getvalue())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[] True"
+    assert result.stderr == ""

@@ -114,7 +114,7 @@ def test_git_commit_falls_back_to_git_then_unknown(monkeypatch, tmp_path):
 
 def test_selection_defaults_to_the_functions_single_thread():
     from model_build.cli import build_parser
-    from model_build.evaluate import DEFAULT_SELECTION_THREADS
+    from model_build.config import DEFAULT_SELECTION_THREADS
 
     assert DEFAULT_SELECTION_THREADS == 1  # NUM_THREADS=1 on the function's 1 vCPU
     results = {

@@ -1,0 +1,47 @@
+"""Settings that the command line needs before anything heavy loads: the data source, the
+training recipe's option names and defaults, the evaluation defaults, the model's input size.
+
+Nothing here imports TensorFlow or Keras, so `python -m model_build --help` answers at once;
+data.py, augment.py, losses.py, train.py and evaluate.py implement what these names select.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_SIZE = 128  # the tutorial's U-Net input (and the function's, through the manifest)
+
+SOURCES = ("synthetic", "oxford", "folder")
+
+LOSSES = ("ce", "ce_dice")
+DEFAULT_LOSS = "ce_dice"
+
+AUGMENTATIONS = ("none", "basic", "strong")
+DEFAULT_AUGMENTATION = "strong"
+
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_LR_SCHEDULE = "cosine"
+DEFAULT_WARMUP_EPOCHS = 3
+DEFAULT_WEIGHT_DECAY = 1e-4
+
+DEFAULT_TOLERANCE_POINTS = 1.0
+# The deployed function runs NUM_THREADS=1 on 1 vCPU (infra's default and the function's):
+# a variant is chosen by its 1-thread latency.
+DEFAULT_SELECTION_THREADS = 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    data_dir: str | None = None
+    tfds_data_dir: str | None = None
+    image_size: int = IMAGE_SIZE
+    synthetic_train_size: int = 512
+    synthetic_test_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.source == "folder" and not self.data_dir:
+            raise ValueError("data source 'folder' needs data_dir (--data-dir PATH)")
