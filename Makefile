@@ -33,7 +33,7 @@ $(TFLITE_STAMP): requirements/tflite-runtime.txt $(STAMP)
 	$(UV) pip install --quiet --python $(TFLITE_VENV)/bin/python -r requirements/tflite-runtime.txt
 	@touch $@
 
-# checkov lives in its own virtualenv: its bc-python-hcl2 shadows python-hcl2 (DESIGN decision 8).
+# checkov lives in its own virtualenv: its bc-python-hcl2 shadows python-hcl2 (docs/architecture.md, decision 8).
 $(CHECKOV_STAMP): requirements/checkov.txt $(STAMP)
 	@test -x $(CHECKOV_VENV)/bin/python || "$$(scripts/find-python.sh 3.12)" -m venv $(CHECKOV_VENV)
 	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python -r requirements/checkov.txt

@@ -391,7 +391,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def deployed_variant() -> tuple[str, str]:
-    """(variant, why): models/default's quantization, else int8 (the fastest, architecture decision 4)."""
+    """(variant, why): models/default's quantization, else int8 (the fastest: architecture
+    decision 4 in docs/architecture.md)."""
     manifest = REPO_ROOT / "models" / "default" / "manifest.json"
     try:
         variant = json.loads(manifest.read_text())["quantization"]

@@ -1,1 +1,4 @@
-"""Train, convert, evaluate and publish the segmentation U-Net (see README.md and docs/architecture.md)."""
+"""Train, convert, evaluate and publish the segmentation U-Net.
+
+See README.md and docs/architecture.md.
+"""

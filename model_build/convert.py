@@ -1,7 +1,8 @@
 """Keras U-Net -> TFLite in four variants, all with a fixed batch of 1.
 
 A dynamic batch leaves TRANSPOSE_CONV's output shape to run time, XNNPACK then skips those nodes
-and a variant ran 40x slower (docs/architecture.md, decision 3), so every variant is traced at [1, H, W, 3].
+and a variant ran 40x slower (docs/architecture.md, decision 3), so every variant is traced at
+[1, H, W, 3].
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _configure(
         converter.target_spec.supported_types = [tf.float16]
     elif variant == "dynamic_range":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        # The old quantizer writes models that tflite-runtime 2.14 can load (docs/architecture.md, decision 2).
+        # The old quantizer writes models that tflite-runtime 2.14 can load
+        # (docs/architecture.md, decision 2).
         converter.experimental_new_dynamic_range_quantizer = False
     elif variant == "int8":
         if representative_images is None:

@@ -1,6 +1,7 @@
 """manifest.json: the contract between a published model and the Cloud Function.
 
-The schema lives in manifest.schema.json beside this file (see docs/architecture.md, "Model manifest").
+The schema lives in manifest.schema.json beside this file (see docs/architecture.md,
+"Model manifest").
 """
 
 from __future__ import annotations

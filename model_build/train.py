@@ -266,7 +266,7 @@ def _callbacks(
 
 def recalibrate_batchnorm(model: keras.Model, batches: tf.data.Dataset, steps: int) -> int:
     """Re-estimates trainable BatchNorm moving statistics as the plain average over `steps`
-    batches (DESIGN.md decision 9: short runs otherwise collapse in inference mode).
+    batches (docs/architecture.md, decision 9: short runs otherwise collapse in inference mode).
 
     Frozen BatchNorm layers (a pretrained, frozen encoder) keep their statistics. Returns the
     number of batches used.

@@ -11,10 +11,10 @@ A failed request is answered by the proxy itself and never reaches the upstream,
 "nothing happened" (as a real transient GCS error before the request is applied). Every request
 is forwarded on a fresh upstream connection; the client side keeps HTTP/1.1 keep-alive.
 
-`enforce_preconditions=True` adds what gcp-storage-emulator lacks (docs/architecture.md, decision 6): an object
-write or delete with `ifGenerationMatch=G` is answered 412 unless the object's generation is G
-(0: absent). Conditional requests are serialised (check, then forward, under one lock), so for the
-clients behind this proxy the condition holds atomically, as on Cloud Storage.
+`enforce_preconditions=True` adds what gcp-storage-emulator lacks (docs/architecture.md, decision
+6): an object write or delete with `ifGenerationMatch=G` is answered 412 unless the object's
+generation is G (0: absent). Conditional requests are serialised (check, then forward, under one
+lock), so for the clients behind this proxy the condition holds atomically, as on Cloud Storage.
 
 Every object write the upstream accepted (a 2xx answer carrying the object resource, to an upload,
 copy, rewrite or compose) is recorded in `proxy.writes` as an `ObjectWrite` (bucket, name, the new

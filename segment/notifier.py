@@ -1,8 +1,8 @@
 """Publishes the Cloud Storage notification for an upload, exactly as GCS would.
 
-No GCS emulator publishes bucket notifications (docs/architecture.md, decision 6), so the local stack, `segment
-upload` on emulators and the tests all publish them through this module after an upload. The
-message is what a notification config with `payload_format=JSON_API_V1` sends:
+No GCS emulator publishes bucket notifications (docs/architecture.md, decision 6), so the local
+stack, `segment upload` on emulators and the tests all publish them through this module after an
+upload. The message is what a notification config with `payload_format=JSON_API_V1` sends:
 
 * attributes: eventType, bucketId, objectId, objectGeneration, eventTime, payloadFormat,
   notificationConfig (`projects/_/buckets/B/notificationConfigs/N`);

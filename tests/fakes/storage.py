@@ -1,9 +1,9 @@
 """In-memory `ObjectStore` that enforces generation preconditions like Cloud Storage does.
 
-No emulator enforces preconditions (docs/architecture.md, decision 6), so the idempotency rules are tested
-against this fake. It raises exactly what `segmentation.storage.GcsObjectStore` maps Google's
-404/412 to (`ObjectNotFoundError`, `PreconditionFailedError`). Versioning is off, as on the
-buckets: replacing an object makes its old generation unreadable.
+No emulator enforces preconditions (docs/architecture.md, decision 6), so the idempotency rules are
+tested against this fake. It raises exactly what `segmentation.storage.GcsObjectStore` maps Google's
+404/412 to (`ObjectNotFoundError`, `PreconditionFailedError`). Versioning is off, as on the buckets:
+replacing an object makes its old generation unreadable.
 
 Test hooks: `put()` writes unconditionally (an upload), `fail_next()` injects an exception into
 the next call of an operation, `before_write` runs just before a write's precondition check (to

@@ -1,7 +1,7 @@
 """Publishing against the real GCS emulator (and a local directory).
 
-gcp-storage-emulator ignores preconditions (docs/architecture.md, decision 6): the race on `latest` runs behind
-segment.fault_proxy, which enforces ifGenerationMatch as Cloud Storage does."""
+gcp-storage-emulator ignores preconditions (docs/architecture.md, decision 6): the race on
+`latest` runs behind segment.fault_proxy, which enforces ifGenerationMatch as Cloud Storage does."""
 
 import json
 from datetime import UTC, datetime

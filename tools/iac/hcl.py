@@ -1,4 +1,6 @@
-"""Loading Terraform configurations with python-hcl2 for the offline checks (docs/architecture.md, decision 8).
+"""Loading Terraform configurations with python-hcl2 for the offline checks.
+
+Why offline: docs/architecture.md, decision 8.
 
 python-hcl2 8.x is used with ``strip_string_quotes`` (string literals come back without their
 quotes, expressions as ``"${...}"``) and its ``__is_block__`` markers, which tell a nested block

@@ -1,12 +1,12 @@
 """Regenerate the provider schemas that check_schema.py checks the project's .tf files against.
 
-Terraform cannot fetch providers offline (docs/architecture.md, decision 8), so the schemas come from the prebuilt
-CDK for Terraform npm packages: the ``.jsii`` assembly of ``@cdktf/provider-google@16.12.1``
-describes every resource, data source and the provider block of google provider 6.50.0 (the
-version it was generated from; versions.tf pins ``~> 6.50``) as typed configuration interfaces,
-and ``@cdktf/provider-archive@11.0.1`` does the same for hashicorp/archive 2.7.1 (``data
-"archive_file"``). This script downloads each package with ``npm pack`` (only the npm registry is
-needed), reads ``package/.jsii`` straight from the tarball and writes
+Terraform cannot fetch providers offline (docs/architecture.md, decision 8), so the schemas come
+from the prebuilt CDK for Terraform npm packages: the ``.jsii`` assembly of
+``@cdktf/provider-google@16.12.1`` describes every resource, data source and the provider block of
+google provider 6.50.0 (the version it was generated from; versions.tf pins ``~> 6.50``) as typed
+configuration interfaces, and ``@cdktf/provider-archive@11.0.1`` does the same for hashicorp/archive
+2.7.1 (``data "archive_file"``). This script downloads each package with ``npm pack`` (only the npm
+registry is needed), reads ``package/.jsii`` straight from the tarball and writes
 ``tools/iac/schema/<provider>.json``:
 
 * ``resource_types`` / ``data_source_types``: the names of *all* resources and data sources of the
