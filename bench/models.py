@@ -9,7 +9,7 @@ a change to the architecture or the converter rebuilds it.
 Layout of one cache entry:
     unet.keras                  the Keras model (the TensorFlow baseline loads it)
     <variant>/model.tflite      each TFLite variant, fixed batch 1
-    <variant>/manifest.json     a manifest the function's `load_model` accepts
+    <variant>/manifest.json     a schema-valid manifest (model_build's `unmeasured_manifest`)
     flops.json                  the model's MACs per image, counted from the Keras layers
 
 Run as `python -m bench.models` to build (or find) the cache and print its directory.
@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from segmentation.contract import VARIANTS  # standard library only: fine in any bench process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ROOT = REPO_ROOT / "bench" / ".cache"
-VARIANTS = ("float32", "float16", "dynamic_range", "int8")
 KEY_SOURCES = (
     REPO_ROOT / "model_build" / "model.py",
     REPO_ROOT / "model_build" / "convert.py",
     REPO_ROOT / "model_build" / "manifest.py",
+    REPO_ROOT / "functions" / "segmentation" / "contract.py",
+    REPO_ROOT / "functions" / "segmentation" / "manifest.schema.json",
     Path(__file__),
 )
 REPRESENTATIVE_COUNT = 8
@@ -121,43 +123,26 @@ def _build(out: Path) -> None:
 
 
 def write_model_dir(model_bytes: bytes, variant: str, out: Path, *, image_size: int) -> Path:
-    """model.tflite + a manifest (schema_version 1) the function's `load_model` accepts."""
+    """model.tflite + its manifest, with the dtypes the interpreter reports."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from model_build.manifest import io_contract
+    from model_build.manifest import unmeasured_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.tflite").write_bytes(model_bytes)
     interpreter = Interpreter(model_path=str(out / "model.tflite"))
-    input_dtype = np.dtype(interpreter.get_input_details()[0]["dtype"]).name
-    output_dtype = np.dtype(interpreter.get_output_details()[0]["dtype"]).name
     digest = hashlib.sha256(model_bytes).hexdigest()
-    manifest: dict[str, Any] = {
-        "schema_version": 1,
-        "name": "unet-mobilenetv2-bench",
-        "version": f"bench-{variant.replace('_', '-')}-{digest[:8]}",
-        "file": "model.tflite",
-        "sha256": digest,
-        "size_bytes": len(model_bytes),
-        **io_contract(image_size, output_dtype, input_dtype),
-        "quantization": variant,
-        "metrics": {"data": {"note": "random weights: latency only"}, "keras": {}, "tflite": {}},
-        "selection": {
-            "rule": "bench: every variant",
-            "tolerance_miou_points": 0.0,
-            "threads": 1,
-            "within_tolerance": False,
-            "candidates": {},
-        },
-        "training": {
-            "dataset": "none (random weights)",
-            "dataset_version": "none",
-            "epochs": 0,
-            "tensorflow_version": "",
-            "git_commit": "",
-        },
-        "created": _now(),
-    }
+    manifest = unmeasured_manifest(
+        model_bytes,
+        name="unet-mobilenetv2-bench",
+        version=f"bench-{variant.replace('_', '-')}-{digest[:8]}",
+        quantization=variant,
+        image_size=image_size,
+        input_dtype=np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
+        output_dtype=np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
+        note="bench: random weights, latency only",
+        training={"dataset": "none (random weights)"},
+    )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from segmentation.contract import VARIANTS  # the quantizations a manifest may name
 
 from model_build.model import as_float32
 
 log = logging.getLogger(__name__)
-
-VARIANTS = ("float32", "float16", "dynamic_range", "int8")
 
 
 class ConversionError(RuntimeError):

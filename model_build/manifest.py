@@ -1,7 +1,10 @@
 """manifest.json: the contract between a published model and the Cloud Function.
 
-The schema lives in manifest.schema.json beside this file (see docs/architecture.md,
-"Model manifest").
+The schema is functions/segmentation/manifest.schema.json, shipped in the function's deploy unit
+and read here as package data of `segmentation`; the constants the function checks come from
+segmentation.contract (see docs/architecture.md, "Model manifest"). `validate` runs both: the
+schema, then the function's own `parse_manifest`, so no manifest is written that the function
+would refuse.
 """
 
 from __future__ import annotations
@@ -10,39 +13,62 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+from segmentation.contract import (
+    BATCH,
+    CLASS_NAMES,
+    COLOR,
+    INPUT_CHANNELS,
+    INPUT_VALUE_RANGE,
+    LAYOUT,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    OUTPUT_KIND,
+    SCHEMA_FILE,
+    SCHEMA_VERSION,
+)
+from segmentation.errors import ModelContractError
+from segmentation.manifest import parse_manifest
 
 from model_build.evaluate import Evaluation, Selection
-from model_build.model import CLASS_NAMES
 
-SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 MODEL_NAME = "unet-mobilenetv2"
-MODEL_FILE = "model.tflite"
-MANIFEST_FILE = "manifest.json"
 GIT_COMMIT_ENV = "MODEL_BUILD_GIT_COMMIT"
 
 
 class ManifestError(ValueError):
-    """A manifest does not follow manifest.schema.json."""
+    """A manifest does not follow the schema (or the function's contract checks)."""
+
+
+def schema_text() -> str:
+    """manifest.schema.json as shipped in the function's package."""
+    return resources.files("segmentation").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
 @cache
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+    return json.loads(schema_text())
 
 
 def validate(manifest: dict[str, Any]) -> None:
-    """Raises ManifestError naming the first field that breaks the schema."""
+    """Raises ManifestError naming the first field that breaks the schema, or the function's
+    contract (what the schema cannot say: the output's height and width are the input's)."""
     try:
         jsonschema.validate(manifest, schema())
     except jsonschema.ValidationError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "(top level)"
         raise ManifestError(f"manifest field {where}: {exc.message}") from exc
+    try:
+        parse_manifest(manifest)
+    except ModelContractError as exc:
+        raise ManifestError(f"the function would refuse this manifest: {exc}") from exc
 
 
 def sha256_hex(data: bytes) -> str:
@@ -76,19 +102,50 @@ def io_contract(image_size: int, output_dtype: str, input_dtype: str = "uint8") 
     """The manifest's `input` and `output` sections: what the function feeds and reads."""
     return {
         "input": {
-            "shape": [1, image_size, image_size, 3],
+            "shape": [BATCH, image_size, image_size, INPUT_CHANNELS],
             "dtype": input_dtype,
-            "value_range": [0, 255],
-            "color": "RGB",
-            "layout": "NHWC",
+            "value_range": list(INPUT_VALUE_RANGE),
+            "color": COLOR,
+            "layout": LAYOUT,
         },
         "output": {
-            "shape": [1, image_size, image_size, len(CLASS_NAMES)],
+            "shape": [BATCH, image_size, image_size, len(CLASS_NAMES)],
             "dtype": output_dtype,
-            "kind": "logits",
+            "kind": OUTPUT_KIND,
             "classes": list(CLASS_NAMES),
         },
     }
+
+
+def _document(
+    model_bytes: bytes,
+    *,
+    name: str,
+    version: str,
+    quantization: str,
+    io: dict[str, Any],
+    metrics: dict[str, Any],
+    selection: dict[str, Any],
+    training: dict[str, Any],
+    created: datetime,
+) -> dict[str, Any]:
+    """Every manifest is assembled here and validated before it is returned."""
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "version": version,
+        "file": MODEL_FILE,
+        "sha256": sha256_hex(model_bytes),
+        "size_bytes": len(model_bytes),
+        **io,
+        "quantization": quantization,
+        "metrics": metrics,
+        "selection": selection,
+        "training": training,
+        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    validate(manifest)
+    return manifest
 
 
 def build_manifest(
@@ -106,16 +163,13 @@ def build_manifest(
     created = created or datetime.now(UTC)
     digest = sha256_hex(model_bytes)
     chosen = evaluation.variants[selection.variant]
-    manifest = {
-        "schema_version": 1,
-        "name": MODEL_NAME,
-        "version": f"{created:%Y%m%d-%H%M%S}-{digest[:8]}",
-        "file": MODEL_FILE,
-        "sha256": digest,
-        "size_bytes": len(model_bytes),
-        **io_contract(image_size, chosen.output_dtype),
-        "quantization": selection.variant,
-        "metrics": {
+    return _document(
+        model_bytes,
+        name=MODEL_NAME,
+        version=f"{created:%Y%m%d-%H%M%S}-{digest[:8]}",
+        quantization=selection.variant,
+        io=io_contract(image_size, chosen.output_dtype),
+        metrics={
             "data": {**data_description, "split": "test", "examples": evaluation.examples},
             "keras": evaluation.keras,
             "tflite": {
@@ -126,7 +180,7 @@ def build_manifest(
                 "latency_ms": chosen.latency_ms,
             },
         },
-        "selection": {
+        selection={
             "rule": selection.reason,
             "tolerance_miou_points": tolerance_points,
             "threads": threads,
@@ -141,11 +195,58 @@ def build_manifest(
                 for name, r in evaluation.variants.items()
             },
         },
-        "training": training,
-        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    validate(manifest)
-    return manifest
+        training=training,
+        created=created,
+    )
+
+
+def unmeasured_manifest(
+    model_bytes: bytes,
+    *,
+    name: str,
+    version: str,
+    quantization: str,
+    image_size: int,
+    output_dtype: str,
+    input_dtype: str = "uint8",
+    note: str,
+    training: Mapping[str, Any] | None = None,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    """A valid manifest for a model whose quality was never measured: the test suite's tiny
+    models, the benchmark's random-weight U-Net. Its metrics cover zero examples (scores 0, IoU
+    per class null), it selected nothing, and `note` says why; `training` adds to (or replaces)
+    the placeholder provenance."""
+    per_class: dict[str, float | None] = dict.fromkeys(CLASS_NAMES)
+    scores = {"miou": 0.0, "pixel_accuracy": 0.0, "per_class_iou": per_class}
+    return _document(
+        model_bytes,
+        name=name,
+        version=version,
+        quantization=quantization,
+        io=io_contract(image_size, output_dtype, input_dtype),
+        metrics={
+            "data": {"dataset": "none", "split": "none", "examples": 0, "note": note},
+            "keras": scores,
+            "tflite": {**scores, "agreement_with_keras": 0.0, "latency_ms": {}},
+        },
+        selection={
+            "rule": note,
+            "tolerance_miou_points": 0.0,
+            "threads": 1,
+            "within_tolerance": False,
+            "candidates": {},
+        },
+        training={
+            "dataset": "none",
+            "dataset_version": "none",
+            "epochs": 0,
+            "tensorflow_version": "",
+            "git_commit": "",
+            **(training or {}),
+        },
+        created=created or datetime.now(UTC),
+    )
 
 
 def write_model_dir(model_bytes: bytes, manifest: dict[str, Any], out_dir: Path) -> Path:

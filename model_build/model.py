@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import keras
+from segmentation.contract import CLASS_NAMES  # the output's class order: the model contract's
 
 from model_build.config import IMAGE_SIZE
 
-CLASS_NAMES = ("pet", "background", "border")
 NUM_CLASSES = len(CLASS_NAMES)
 
 SKIP_LAYERS = (

@@ -2,7 +2,7 @@
 
     <base>/unet/<version>/model.tflite
     <base>/unet/<version>/manifest.json
-    <base>/unet/latest.json      {"version", "path", "sha256", "published"}
+    <base>/unet/latest.json      {"version", "path", "sha256", "published"}  (segmentation.contract)
 
 A version exists once its manifest.json does. model.tflite is uploaded and read back first; only
 when its sha256 checks out is manifest.json written (never over an existing one) and read back,
@@ -23,9 +23,14 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+from segmentation.contract import (
+    LATEST_POINTER,
+    LatestPointer,
+    latest_pointer,
+    parse_latest_pointer,
+)
 
 from model_build import manifest as manifest_lib
 from model_build.storage import Location, ObjectExistsError, PreconditionFailedError, open_location
@@ -33,7 +38,6 @@ from model_build.storage import Location, ObjectExistsError, PreconditionFailedE
 log = logging.getLogger(__name__)
 
 MODEL_FAMILY = "unet"
-LATEST_POINTER = "latest.json"
 LATEST_ATTEMPTS = 5
 VERSION_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # <created time>-<sha256[:8]>
 
@@ -120,9 +124,9 @@ def _move_latest(family: Location, version: str, uri: str, sha256: str) -> bool:
     for _ in range(LATEST_ATTEMPTS):
         raw, generation = family.read_with_generation(LATEST_POINTER)
         current = _parse_pointer(raw)
-        current_version = str(current.get("version", ""))
-        if current_version == version and current.get("sha256") == sha256:
+        if current is not None and (current.version, current.sha256) == (version, sha256):
             return True
+        current_version = current.version if current is not None else ""
         if _version_order(current_version) > _version_order(version):
             log.warning(
                 "latest names a newer version; left alone",
@@ -149,24 +153,15 @@ def _version_order(version: str) -> str:
     return version if VERSION_PATTERN.fullmatch(version) else ""
 
 
-def _parse_pointer(raw: bytes | None) -> dict[str, Any]:
+def _parse_pointer(raw: bytes | None) -> LatestPointer | None:
+    """The current pointer; None when there is none or it is broken (then it is replaced)."""
     if raw is None:
-        return {}
+        return None
     try:
-        pointer = json.loads(raw)
-    except ValueError:
-        log.warning("latest pointer is not JSON; replacing it")
-        return {}
-    return pointer if isinstance(pointer, dict) else {}
-
-
-def latest_pointer(version: str, uri: str, sha256: str) -> dict[str, str]:
-    return {
-        "version": version,
-        "path": uri,
-        "sha256": sha256,
-        "published": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+        return parse_latest_pointer(json.loads(raw))
+    except ValueError as exc:  # not JSON, or a ContractError: not a valid pointer
+        log.warning("latest pointer is invalid; replacing it", extra={"problem": str(exc)})
+        return None
 
 
 def read_latest(base_uri: str) -> dict[str, str] | None:

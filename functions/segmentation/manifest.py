@@ -1,26 +1,35 @@
 """The model manifest (manifest.json, written by model_build) and the contract checks on it.
 
-`parse_manifest` validates the document against schema_version 1 and the function's input/output
-contract; `check_tensor_contract` compares it with the interpreter's actual tensors. Both raise
+`parse_manifest` checks the parts of the document the function relies on against the contract
+(segmentation.contract, which mirrors manifest.schema.json: identity, input/output, classes);
+`check_tensor_contract` compares it with the interpreter's actual tensors. Both raise
 `ModelContractError`. Python 3.11-compatible (the tflite-runtime fallback runs there).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from segmentation.contract import (
+    BATCH,
+    CLASS_NAMES,
+    COLOR,
+    INPUT_CHANNELS,
+    INPUT_DTYPES,
+    INPUT_VALUE_RANGE,
+    LAYOUT,
+    MODEL_FILE,
+    OUTPUT_DTYPES,
+    OUTPUT_KIND,
+    SAFE_COMPONENT,
+    SCHEMA_VERSION,
+    SHA256,
+)
 from segmentation.errors import ModelContractError
-
-SCHEMA_VERSION = 1
-CLASSES = ("pet", "background", "border")
-INPUT_DTYPES = ("uint8", "float32")
-OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
-SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,12 @@ class Manifest:
 
 
 def parse_manifest(document: Mapping[str, Any]) -> Manifest:
-    """Validates a manifest.json document against the schema; raises `ModelContractError`."""
+    """Checks a manifest.json document against the contract; raises `ModelContractError`."""
     try:
         manifest = _manifest_fields(document)
+        _check_manifest_contract(manifest, document)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelContractError(f"manifest.json is invalid: {exc!r}") from None
-    _check_manifest_contract(manifest, document)
     return manifest
 
 
@@ -77,28 +86,34 @@ def _manifest_fields(doc: Mapping[str, Any]) -> Manifest:
 
 
 def _check_manifest_contract(m: Manifest, doc: Mapping[str, Any]) -> None:
-    spec = doc["input"]
+    spec, out = doc["input"], doc["output"]
     problems = []
     if not SAFE_COMPONENT.match(m.version):
         problems.append(f"version {m.version!r} is not a safe path component")
-    if not SAFE_COMPONENT.match(m.file):
-        problems.append(f"file {m.file!r} is not a plain file name")
-    if not re.fullmatch(r"[0-9a-f]{64}", m.sha256):
+    if m.file != MODEL_FILE:
+        problems.append(f"file {m.file!r} is not {MODEL_FILE!r}")
+    if not SHA256.match(m.sha256):
         problems.append("sha256 is not 64 hex digits")
-    if len(m.input_shape) != 4 or m.input_shape[0] != 1 or m.input_shape[3] != 3:
-        problems.append(f"input shape {list(m.input_shape)} is not [1, H, W, 3]")
+    shape = m.input_shape
+    if len(shape) != 4 or shape[0] != BATCH or shape[3] != INPUT_CHANNELS or min(shape) < 1:
+        problems.append(f"input shape {list(shape)} is not [{BATCH}, H, W, {INPUT_CHANNELS}]")
     if m.input_dtype not in INPUT_DTYPES:
         problems.append(f"input dtype {m.input_dtype!r} is not one of {INPUT_DTYPES}")
-    if list(spec.get("value_range", [0, 255])) != [0, 255]:
-        problems.append(f"input value_range {spec.get('value_range')} is not [0, 255]")
-    if spec.get("color", "RGB") != "RGB" or spec.get("layout", "NHWC") != "NHWC":
-        problems.append("input must be RGB, NHWC")
-    if m.classes != CLASSES:
-        problems.append(f"classes {list(m.classes)} are not {list(CLASSES)} in that order")
-    if m.output_shape != (*m.input_shape[:3], len(CLASSES)):
-        problems.append(f"output shape {list(m.output_shape)} is not [1, H, W, {len(CLASSES)}]")
+    value_range = spec.get("value_range", list(INPUT_VALUE_RANGE))
+    if list(value_range) != list(INPUT_VALUE_RANGE):
+        problems.append(f"input value_range {value_range} is not {list(INPUT_VALUE_RANGE)}")
+    if spec.get("color", COLOR) != COLOR or spec.get("layout", LAYOUT) != LAYOUT:
+        problems.append(f"input must be {COLOR}, {LAYOUT}")
+    if m.classes != CLASS_NAMES:
+        problems.append(f"classes {list(m.classes)} are not {list(CLASS_NAMES)} in that order")
+    if m.output_shape != (*m.input_shape[:3], len(CLASS_NAMES)):
+        problems.append(
+            f"output shape {list(m.output_shape)} is not [{BATCH}, H, W, {len(CLASS_NAMES)}]"
+        )
     if m.output_dtype not in OUTPUT_DTYPES:
         problems.append(f"output dtype {m.output_dtype!r} is not one of {OUTPUT_DTYPES}")
+    if out.get("kind", OUTPUT_KIND) != OUTPUT_KIND:
+        problems.append(f"output kind {out.get('kind')!r} is not {OUTPUT_KIND!r}")
     if problems:
         raise ModelContractError(f"manifest of {m.name} {m.version}: " + "; ".join(problems))
 

@@ -2,10 +2,10 @@
 
 MODEL_URI names a directory (`gs://BUCKET/PATH` or a local path) holding `model.tflite` and
 `manifest.json`. A last segment `latest` is resolved through `<parent>/latest.json`
-(`{"version", "path", "sha256"}`). A model from Cloud Storage is cached under
-`<MODEL_CACHE_DIR>/<version>/`. The .tflite's sha256 (and size) must match the manifest (and the
-pointer), and the interpreter's tensors must match the manifest's input/output contract; anything
-else raises a `ModelError` subclass (a configuration error).
+(`{"version", "path", "sha256", "published"}`, defined in segmentation.contract). A model from
+Cloud Storage is cached under `<MODEL_CACHE_DIR>/<version>/`. The .tflite's sha256 (and size) must
+match the manifest (and the pointer), and the interpreter's tensors must match the manifest's
+input/output contract; anything else raises a `ModelError` subclass (a configuration error).
 
 LiteRT's `Interpreter` is not thread-safe: each thread gets its own (threading.local).
 `ai_edge_litert` is preferred, `tflite_runtime` is the fallback; TensorFlow is never imported.
@@ -27,15 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segmentation.contract import (
+    LATEST_POINTER,
+    LATEST_SEGMENT,
+    MANIFEST_FILE,
+    ContractError,
+    parse_latest_pointer,
+)
 from segmentation.errors import ModelError, ModelIntegrityError, ObjectNotFoundError
-from segmentation.manifest import SAFE_COMPONENT, Manifest, check_tensor_contract, parse_manifest
+from segmentation.manifest import Manifest, check_tensor_contract, parse_manifest
 
 if TYPE_CHECKING:
     from segmentation.storage import ObjectStore
 
-MANIFEST_FILE = "manifest.json"
-LATEST_SEGMENT = "latest"
-LATEST_POINTER = "latest.json"
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
 
@@ -79,17 +83,14 @@ def resolve_model_dir(model_uri: str, *, store: ObjectStore | None) -> tuple[str
     parent, _, last = uri.rpartition("/")
     if last != LATEST_SEGMENT or not parent:
         return uri, None
-    pointer = _read_json(_join(parent, LATEST_POINTER), store)
     try:
-        version, path = str(pointer["version"]), str(pointer["path"]).rstrip("/")
-        sha = pointer.get("sha256")
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ModelError(f"{parent}/{LATEST_POINTER} is invalid: {exc!r}") from None
-    if not SAFE_COMPONENT.match(version):
-        raise ModelError(f"{parent}/{LATEST_POINTER}: version {version!r} is not a safe name")
+        pointer = parse_latest_pointer(_read_json(_join(parent, LATEST_POINTER), store))
+    except ContractError as exc:
+        raise ModelError(f"{parent}/{LATEST_POINTER} is invalid: {exc}") from None
+    path = pointer.path
     if not (path.startswith("gs://") or path.startswith("/")):
         path = _join(parent, path)
-    return path, None if sha is None else str(sha)
+    return path, pointer.sha256
 
 
 def _read(uri: str, store: ObjectStore | None) -> bytes:

@@ -6,22 +6,23 @@ rescaled to 0..1 inside the model and a 1x1 convolution with an identity kernel 
 convolution keeps it a two-layer network. The argmax of the logits is the dominant channel.
 Weights are constants (no Keras, no variables), so the int8 calibrator works too.
 
-`build_tiny_model(directory, variant)` writes model.tflite + manifest.json (schema_version 1)
-and returns the manifest. Variants: "float32" (float logits) and "int8" (int8 output logits).
+`build_tiny_model(directory, variant)` writes model.tflite + manifest.json and returns the
+manifest: model_build's `unmeasured_manifest`, so it passes the schema like a published one.
+Variants: "float32" (float logits) and "int8" (int8 output logits).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 SIZE = 128
-CLASSES = ["pet", "background", "border"]
-BUILDER_VERSION = 1  # bump when the model or manifest this module writes changes
+BUILDER_VERSION = 2  # bump when the model or manifest this module writes changes
+CREATED = datetime(2026, 11, 21, tzinfo=UTC)
 
 
 def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any]:
@@ -65,28 +66,16 @@ def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any
 
 
 def tiny_manifest(flatbuffer: bytes, *, variant: str, output_dtype: str) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "name": "tiny-colour-classifier",
-        "version": f"20261121-000000-tiny{variant.replace('_', '')}",
-        "file": "model.tflite",
-        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-        "size_bytes": len(flatbuffer),
-        "input": {
-            "shape": [1, SIZE, SIZE, 3],
-            "dtype": "uint8",
-            "value_range": [0, 255],
-            "color": "RGB",
-            "layout": "NHWC",
-        },
-        "output": {
-            "shape": [1, SIZE, SIZE, 3],
-            "dtype": output_dtype,
-            "kind": "logits",
-            "classes": CLASSES,
-        },
-        "quantization": variant,
-        "metrics": {},
-        "training": {"dataset": "none (fixed weights)", "builder_version": BUILDER_VERSION},
-        "created": "2026-11-21T00:00:00Z",
-    }
+    from model_build.manifest import unmeasured_manifest
+
+    return unmeasured_manifest(
+        flatbuffer,
+        name="tiny-colour-classifier",
+        version=f"20261121-000000-tiny{variant.replace('_', '')}",
+        quantization=variant,
+        image_size=SIZE,
+        output_dtype=output_dtype,
+        note="test fake: fixed weights, a colour classifier",
+        training={"dataset": "none (fixed weights)", "builder_version": BUILDER_VERSION},
+        created=CREATED,
+    )

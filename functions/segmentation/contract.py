@@ -1,0 +1,106 @@
+"""The model contract: what model_build publishes and what the function accepts, in one place.
+
+manifest.schema.json beside this module is the contract for manifest.json. model_build validates
+every manifest it writes against that file (with jsonschema); the function cannot (jsonschema is
+not in the deploy set), so the constants it checks are declared here, once, and
+tests/contract/test_model_manifest.py asserts that they are exactly the schema's.
+
+The `latest` pointer (`<family>/latest.json`) is defined here too: `latest_pointer` builds the
+document (model_build.publish writes it) and `parse_latest_pointer` reads it (segmentation.model
+resolves `.../latest` with it, model_build.publish reads the current one before moving it).
+
+Standard library only, and Python 3.11-compatible (the tflite-runtime fallback runs there).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# --- manifest.json (each value mirrors manifest.schema.json) ---------------------------------
+
+SCHEMA_FILE = "manifest.schema.json"  # beside this module, inside the deploy unit
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.tflite"
+# The output's class axis, in order: class index i of the mask is CLASS_NAMES[i].
+CLASS_NAMES = ("pet", "background", "border")
+INPUT_DTYPES = ("uint8", "float32")
+INPUT_VALUE_RANGE = (0, 255)
+INPUT_CHANNELS = 3
+BATCH = 1
+COLOR = "RGB"
+LAYOUT = "NHWC"
+OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
+OUTPUT_KIND = "logits"
+# The TFLite variants model_build converts; a manifest's `quantization` names one of them.
+VARIANTS = ("float32", "float16", "dynamic_range", "int8")
+# A version (and so a path component under the model family): no '/', no leading '.'.
+SAFE_COMPONENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+SAFE_COMPONENT = re.compile(SAFE_COMPONENT_PATTERN)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+SHA256 = re.compile(SHA256_PATTERN)
+
+# --- the `latest` pointer --------------------------------------------------------------------
+
+LATEST_SEGMENT = "latest"  # MODEL_URI .../<family>/latest follows <family>/latest.json
+LATEST_POINTER = "latest.json"
+LATEST_FIELDS = ("version", "path", "sha256", "published")
+LATEST_REQUIRED = ("version", "path")  # sha256 and published: always written, optional to read
+
+
+class ContractError(ValueError):
+    """A document breaks the model contract (each side wraps it in its own error type)."""
+
+
+@dataclass(frozen=True)
+class LatestPointer:
+    """latest.json: the version `latest` names, where it is, and the sha256 it pins."""
+
+    version: str
+    path: str  # gs://..., an absolute local path, or relative to the pointer's directory
+    sha256: str | None
+    published: str | None
+
+
+def latest_pointer(
+    version: str, path: str, sha256: str, published: datetime | None = None
+) -> dict[str, str]:
+    """The latest.json document naming `version` at `path` (what publish writes)."""
+    stamp = (published or datetime.now(UTC)).astimezone(UTC)
+    document = {
+        "version": version,
+        "path": path,
+        "sha256": sha256,
+        "published": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    parse_latest_pointer(document)  # never write one the function would refuse
+    return document
+
+
+def parse_latest_pointer(document: Any) -> LatestPointer:
+    """Validates a decoded latest.json; raises `ContractError` naming what is wrong."""
+    if not isinstance(document, Mapping):
+        raise ContractError("the latest pointer is not a JSON object")
+    missing = [field for field in LATEST_REQUIRED if field not in document]
+    if missing:
+        raise ContractError(f"the latest pointer lacks {', '.join(missing)}")
+    version, path = document["version"], document["path"]
+    sha256, published = document.get("sha256"), document.get("published")
+    if not isinstance(version, str) or not SAFE_COMPONENT.match(version):
+        raise ContractError(f"version {version!r} is not a safe name")
+    if not isinstance(path, str) or not path.strip("/"):
+        raise ContractError(f"path {path!r} is not a model directory")
+    if sha256 is not None and not (isinstance(sha256, str) and SHA256.match(sha256.lower())):
+        raise ContractError(f"sha256 {sha256!r} is not 64 hex digits")
+    if published is not None and not isinstance(published, str):
+        raise ContractError(f"published {published!r} is not a timestamp string")
+    return LatestPointer(
+        version=version,
+        path=path.rstrip("/"),
+        sha256=None if sha256 is None else sha256.lower(),
+        published=published,
+    )
