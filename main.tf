@@ -124,10 +124,14 @@ module "training_vm" {
   service_account_prefix = local.sa_prefix
   labels                 = var.labels
 
-  models_bucket       = module.storage.models_bucket
-  source_bucket       = module.storage.source_bucket
-  source_dir          = "${path.root}/model_build"
-  archive_output_path = "${local.build_dir}/model-build-source.zip"
+  models_bucket      = module.storage.models_bucket
+  source_bucket      = module.storage.source_bucket
+  archive_output_dir = local.build_dir
+  # model_build imports segmentation (the model contract): the VM gets both packages.
+  source_packages = {
+    model_build  = "${path.root}/model_build"
+    segmentation = "${path.root}/functions/segmentation"
+  }
 
   machine_type      = var.training_machine_type
   gpu_type          = var.training_gpu_type

@@ -4,20 +4,27 @@
 locals {
   name = "${var.prefix}-trainer"
 
-  # Content hash of model_build/: the archive object is named by it, so the VM always fetches the
-  # source that matches the current configuration, and an unchanged tree uploads nothing.
-  source_files = sort([
-    for f in fileset(var.source_dir, "**") : f
-    if !strcontains(f, "__pycache__") && !endswith(f, ".pyc") && !startswith(f, ".")
-  ])
-  source_hash   = sha256(join("\n", [for f in local.source_files : "${f} ${filesha256("${var.source_dir}/${f}")}"]))
-  source_object = "training/model_build-${local.source_hash}.zip"
+  # Content hash of each package directory: its archive object is named by it, so the VM always
+  # fetches the source that matches the current configuration, and an unchanged tree uploads
+  # nothing (the same filter as the archive's excludes).
+  source_files = {
+    for name, dir in var.source_packages : name => sort([
+      for f in fileset(dir, "**") : f
+      if !strcontains(f, "__pycache__") && !endswith(f, ".pyc") && !startswith(f, ".")
+    ])
+  }
+  source_hashes = {
+    for name, files in local.source_files :
+    name => sha256(join("\n", [for f in files : "${f} ${filesha256("${var.source_packages[name]}/${f}")}"]))
+  }
+  # package name -> object in the source bucket: training/<package>-<sha256>.zip
+  source_objects = { for name, hash in local.source_hashes : name => "training/${name}-${hash}.zip" }
 
   # Every variable the template uses; tests/iac renders the template with these keys.
   startup_vars = {
     models_bucket    = var.models_bucket
     source_bucket    = var.source_bucket
-    source_object    = local.source_object
+    source_objects   = local.source_objects
     default_run_id   = var.run_id
     epochs           = var.epochs == null ? "" : tostring(var.epochs)
     fine_tune_epochs = var.fine_tune_epochs == null ? "" : tostring(var.fine_tune_epochs)
@@ -28,21 +35,34 @@ locals {
 
 # --- source --------------------------------------------------------------------------------------
 
-# The VM runs `python -m model_build`: the zip holds the package's files at its root and is
-# unpacked into <workdir>/src/model_build (requirements-gpu.txt is inside the package).
+# The VM runs `python -m model_build` from <workdir>/src, and model_build imports the function's
+# `segmentation` package (the model contract): one zip per package of var.source_packages, each
+# holding the package's files at its root, unpacked into <workdir>/src/<package>
+# (requirements-gpu.txt is inside model_build).
 data "archive_file" "source" {
+  for_each = var.source_packages
+
   type             = "zip"
-  source_dir       = var.source_dir
-  output_path      = var.archive_output_path
+  source_dir       = each.value
+  output_path      = "${var.archive_output_dir}/training-${each.key}.zip"
   output_file_mode = "0644"
   excludes         = ["**/__pycache__/**", "**/*.pyc", ".*"]
 }
 
 resource "google_storage_bucket_object" "source" {
+  for_each = var.source_packages
+
   bucket       = var.source_bucket
-  name         = local.source_object
-  source       = data.archive_file.source.output_path
+  name         = local.source_objects[each.key]
+  source       = data.archive_file.source[each.key].output_path
   content_type = "application/zip"
+}
+
+# The single model_build archive of earlier versions is now the "model_build" instance (an
+# unchanged tree keeps its object instead of a delete racing the re-upload of the same name).
+moved {
+  from = google_storage_bucket_object.source
+  to   = google_storage_bucket_object.source["model_build"]
 }
 
 # --- identity ------------------------------------------------------------------------------------
@@ -51,7 +71,7 @@ resource "google_service_account" "trainer" {
   project      = var.project_id
   account_id   = "${var.service_account_prefix}-trainer"
   display_name = "Segmentation GPU trainer"
-  description  = "Runs model_build on ${local.name}: reads the source archive, writes the models bucket."
+  description  = "Runs model_build on ${local.name}: reads the source archives, writes the models bucket."
 }
 
 # Writes checkpoints, the tfds cache, markers and the published model (objectUser: create,

@@ -13,9 +13,9 @@ output "service_account_email" {
   value       = google_service_account.trainer.email
 }
 
-output "source_object" {
-  description = "gs:// URL of the training source archive."
-  value       = "gs://${var.source_bucket}/${google_storage_bucket_object.source.name}"
+output "source_objects" {
+  description = "gs:// URLs of the training source archives, by package name."
+  value       = { for name, object in google_storage_bucket_object.source : name => "gs://${var.source_bucket}/${object.name}" }
 }
 
 output "start_command" {

@@ -41,17 +41,32 @@ variable "models_bucket" {
 
 variable "source_bucket" {
   type        = string
-  description = "Bucket the training source archive is uploaded to (the VM gets roles/storage.objectViewer on it)."
+  description = "Bucket the training source archives are uploaded to (the VM gets roles/storage.objectViewer on it)."
 }
 
-variable "source_dir" {
-  type        = string
-  description = "Directory zipped as the training source: the repository's model_build/ package (with requirements-gpu.txt)."
+variable "source_packages" {
+  type        = map(string)
+  description = "Python packages the VM runs, as package name => directory (zipped with the package's files at the root, uploaded as training/<name>-<sha256>.zip and unpacked into <workdir>/src/<name>): model_build (with requirements-gpu.txt) and segmentation (functions/segmentation, the model contract model_build imports)."
+
+  validation {
+    condition     = contains(keys(var.source_packages), "model_build") && contains(keys(var.source_packages), "segmentation")
+    error_message = "source_packages must include model_build and segmentation (model_build imports segmentation)."
+  }
+
+  validation {
+    condition     = alltrue([for name in keys(var.source_packages) : can(regex("^[A-Za-z_][A-Za-z0-9_]*$", name))])
+    error_message = "source_packages keys must be Python package names (letters, digits and '_', not starting with a digit)."
+  }
+
+  validation {
+    condition     = alltrue([for dir in values(var.source_packages) : fileexists("${dir}/__init__.py")])
+    error_message = "Every source_packages directory must be a Python package (contain __init__.py)."
+  }
 }
 
-variable "archive_output_path" {
+variable "archive_output_dir" {
   type        = string
-  description = "Where the zip of source_dir is written locally before upload (an ignored build directory)."
+  description = "Directory the package zips (training-<name>.zip) are written to locally before upload (an ignored build directory)."
 }
 
 variable "machine_type" {

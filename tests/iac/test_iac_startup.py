@@ -1,5 +1,5 @@
 """The training VM's startup script, rendered by `terraform console` as Terraform would, is
-valid bash and runs the model_build contract."""
+valid bash and runs the model_build contract (what it unpacks: test_iac_training_source.py)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_template_keys_are_what_the_module_passes():
             "models_bucket",
             "source_bucket",
             "source_commit",
-            "source_object",
+            "source_objects",
             "uv_version",
         ]
     )

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from tools.iac import tools
@@ -24,10 +25,14 @@ from tools.iac.hcl import REPO_ROOT, load_config
 
 TEMPLATE = REPO_ROOT / "infra" / "training_vm" / "startup.sh.tftpl"
 
-SAMPLE_VALUES = {
+# A value is a string, or a map of strings (rendered as a Terraform object).
+SAMPLE_VALUES: dict[str, str | dict[str, str]] = {
     "models_bucket": "example-models",
     "source_bucket": "example-source",
-    "source_object": "training/model_build-0123abcd.zip",
+    "source_objects": {
+        "model_build": "training/model_build-0123abcd.zip",
+        "segmentation": "training/segmentation-4567cdef.zip",
+    },
     "default_run_id": "run-001",
     "epochs": "30",
     "fine_tune_epochs": "",
@@ -52,7 +57,7 @@ def template_keys(root: Path = REPO_ROOT) -> list[str]:
     return sorted(k for k in variables if k != "__is_block__")
 
 
-def render(template: Path, variables: dict[str, str]) -> str:
+def render(template: Path, variables: Mapping[str, str | Mapping[str, str]]) -> str:
     """templatefile(template, variables) evaluated by ``terraform console``."""
     terraform = tools.terraform()
     if terraform is None:
@@ -87,9 +92,11 @@ def bash_syntax(script: str) -> tuple[bool, str]:
     return result.returncode == 0, result.stderr
 
 
-def render_repo_script(root: Path = REPO_ROOT, **overrides: str) -> str:
+def render_repo_script(root: Path = REPO_ROOT, **overrides: str | dict[str, str]) -> str:
     keys = template_keys(root)
-    values = {key: SAMPLE_VALUES.get(key, f"sample-{key}") for key in keys}
+    values: dict[str, str | dict[str, str]] = {
+        key: SAMPLE_VALUES.get(key, f"sample-{key}") for key in keys
+    }
     values.update(overrides)
     return render(root / TEMPLATE.relative_to(REPO_ROOT), values)
 
