@@ -307,7 +307,7 @@ def measure_e2e(models: Path, image: Path, cfg: argparse.Namespace) -> dict[str,
     not counted), `e2e_sequential` uploads one at a time (upload -> mask visible), then a burst
     of `e2e_burst` uploads (sustained images/s)."""
     try:
-        from segment import clients
+        from segment import clients, outputs
         from segment import upload as uploads
         from segment.stack import LocalStack, StackOptions
     except ImportError as exc:
@@ -336,12 +336,16 @@ def measure_e2e(models: Path, image: Path, cfg: argparse.Namespace) -> dict[str,
                 uploads.notify(publisher, topic, sent)
                 return sent
 
+            def has_output(sent) -> bool:
+                found = outputs.find_outputs(storage, out, sent.name)
+                return outputs.current_output(found, sent.generation) is not None
+
             def wait(pending: list, timeout: float = 120.0) -> dict[str, float]:
                 done: dict[str, float] = {}
                 deadline = time.perf_counter() + timeout
                 while len(done) < len(pending) and time.perf_counter() < deadline:
                     for sent in pending:
-                        if sent.name not in done and uploads.find_output(storage, out, sent):
+                        if sent.name not in done and has_output(sent):
                             done[sent.name] = time.perf_counter()
                     time.sleep(0.02)
                 if len(done) < len(pending):

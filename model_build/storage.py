@@ -200,7 +200,7 @@ class GcsLocation(Location):
         from google.api_core.exceptions import PreconditionFailed
 
         # Cloud Storage checks ifGenerationMatch atomically; gcp-storage-emulator ignores it
-        # (docs/architecture.md, decision 6): tests put segment.fault_proxy in front to enforce it.
+        # (docs/architecture.md, decision 6): tests put tests.fakes.fault_proxy in front.
         blob = self.bucket.blob(self._key(name))
         try:
             blob.upload_from_string(data, if_generation_match=int(generation))

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from segment import notifier, outputs
+from segment import clients, notifier, outputs
 from segment.ratelimit import RateLimiter
 
 PUBLISH = "publish"
@@ -87,7 +87,13 @@ def plan(
     storage: Any, bucket: str, prefix: str, output_bucket: str, *, after: str | None = None
 ) -> Iterator[Decision]:
     """What to do with each object under the prefix (name order), starting after `after`."""
-    listing = storage.list_blobs(bucket, prefix=prefix or None, start_offset=after or None)
+    listing = storage.list_blobs(
+        bucket,
+        prefix=prefix or None,
+        start_offset=after or None,
+        retry=clients.storage_retry(),
+        timeout=clients.STORAGE_TIMEOUT,
+    )
     for blob in listing:
         if after is not None and blob.name <= after:
             continue  # start_offset is inclusive (and emulators may ignore it)
@@ -95,7 +101,7 @@ def plan(
             yield Decision(blob, SKIP_FOLDER)
             continue
         found = tuple(outputs.find_outputs(storage, output_bucket, blob.name))
-        if outputs.is_processed(list(found), int(blob.generation)):
+        if outputs.is_processed(found, int(blob.generation)):
             yield Decision(blob, SKIP_CURRENT, found)
         else:
             yield Decision(blob, PUBLISH, found)

@@ -1,34 +1,62 @@
 """`segment`: the local stack and uploads from the command line.
 
+    segment --version
     segment local run FILE... --out DIR [--model-uri URI] [--timeout S]
     segment local up [--model-uri URI] [--log-dir DIR]
     segment upload FILE... [--bucket B] [--wait --out DIR] [--output-bucket OB] [--timeout S]
                            [--notify-topic projects/P/topics/T]
     segment backfill gs://BUCKET/PREFIX --output-bucket OB --notify-topic projects/P/topics/T
                      [--rate N/s] [--state FILE] [--dry-run]
-    segment dlq list --subscription projects/P/subscriptions/S [--limit N]
+    segment dlq list --subscription projects/P/subscriptions/S [--limit N] [--json]
     segment dlq replay --subscription projects/P/subscriptions/S --topic projects/P/topics/T
                        [--limit N] [--dry-run]
-    segment status gs://BUCKET/NAME --output-bucket OB
+    segment status gs://BUCKET/NAME --output-bucket OB [--json]
 
-Argument parsing only; the work is in segment.commands.
+Argument parsing only; the work is in segment.commands. Options that default to an environment
+variable are declared in ENV_DEFAULTS, here only: the parser reads the variable (and --help shows
+it), the handlers read only `args`. Errors are one line on stderr: usage errors exit 2, cloud and
+network failures 1 (an unreachable endpoint is named, with the variable that chose it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from segment import commands
+from segment import clients, commands
 from segment.stack import DEFAULT_MODEL_URI
 
+DISTRIBUTION = "serverless-segmentation"
 
-def build_parser() -> argparse.ArgumentParser:
+# Options whose default is an environment variable (`segment local up` prints them all).
+ENV_DEFAULTS = {
+    "--bucket": "SEGMENT_INPUT_BUCKET",
+    "--output-bucket": "SEGMENT_OUTPUT_BUCKET",
+    "--notify-topic": "SEGMENT_NOTIFY_TOPIC",
+    "--topic": "SEGMENT_NOTIFY_TOPIC",
+    "--subscription": "SEGMENT_DEAD_LETTER_SUBSCRIPTION",
+}
+
+
+def version() -> str:
+    """The installed distribution's version ("unknown" when it is not installed)."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser; option defaults from `environ` (default: the process environment)."""
+    env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
         prog="segment", description="Serverless Segmentation: local stack, uploads and operations."
     )
+    parser.add_argument("--version", action="version", version=f"segment {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     local = sub.add_parser("local", help="the local stack (Pub/Sub + GCS emulators + function)")
@@ -55,34 +83,55 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload FILEs to a bucket (GCS or the emulator); on emulators also notify",
     )
     upload.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    upload.add_argument("--bucket", help="input bucket (default $SEGMENT_INPUT_BUCKET)")
+    _env_option(upload, env, "--bucket", "input bucket")
     upload.add_argument("--prefix", default="", help="object name prefix, e.g. uploads/")
-    upload.add_argument(
+    _env_option(
+        upload,
+        env,
         "--notify-topic",
-        help="publish the GCS notification here (projects/P/topics/T; default "
-        "$SEGMENT_NOTIFY_TOPIC); needed on emulators, where no bucket notification exists",
+        "publish the GCS notification here (projects/P/topics/T); needed on emulators, where "
+        "no bucket notification exists",
     )
     upload.add_argument("--wait", action="store_true", help="wait for each mask / error record")
     upload.add_argument("--out", type=Path, help="with --wait: download outputs here")
-    upload.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
+    _env_option(upload, env, "--output-bucket", "with --wait: the function's output bucket")
     upload.add_argument("--timeout", type=float, default=300.0, help="seconds for --wait (300)")
     upload.set_defaults(handler=commands.upload)
-    _operations(sub)
+    _operations(sub, env)
     return parser
 
 
-def _operations(sub: argparse._SubParsersAction) -> None:
+def _env_option(
+    parser: argparse.ArgumentParser, env: Mapping[str, str], option: str, help_text: str
+) -> None:
+    """`option`, defaulting to its ENV_DEFAULTS variable (shown in --help with its value)."""
+    variable = ENV_DEFAULTS[option]
+    value = env.get(variable) or None
+    now = f"now {value}" if value else "unset"
+    parser.add_argument(
+        option,
+        default=value,
+        help=f"{help_text} (default ${variable}, {now})".replace("%", "%%"),
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document on stdout (machine-readable) instead of text",
+    )
+
+
+def _operations(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
     """backfill, dlq list/replay, status (docs/operations.md)."""
     backfill = sub.add_parser(
         "backfill",
         help="publish the upload notification for existing objects that have no current output",
     )
     backfill.add_argument("source", metavar="gs://BUCKET/PREFIX")
-    backfill.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
-    backfill.add_argument(
-        "--notify-topic",
-        help="the uploads topic, projects/P/topics/T (default $SEGMENT_NOTIFY_TOPIC)",
-    )
+    _env_option(backfill, env, "--output-bucket", "the function's output bucket")
+    _env_option(backfill, env, "--notify-topic", "the uploads topic, projects/P/topics/T")
     backfill.add_argument("--rate", default="10/s", help="most notifications per second (10/s)")
     backfill.add_argument(
         "--state",
@@ -94,28 +143,25 @@ def _operations(sub: argparse._SubParsersAction) -> None:
 
     dlq = sub.add_parser("dlq", help="the dead-letter subscription: list, replay")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    subscription_help = (
-        "the dead-letter pull subscription, projects/P/subscriptions/S "
-        "(default $SEGMENT_DEAD_LETTER_SUBSCRIPTION)"
-    )
+    subscription_help = "the dead-letter pull subscription, projects/P/subscriptions/S"
     dlq_list = dlq_sub.add_parser("list", help="show dead-lettered messages without consuming them")
-    dlq_list.add_argument("--subscription", help=subscription_help)
+    _env_option(dlq_list, env, "--subscription", subscription_help)
     dlq_list.add_argument("--limit", type=_positive_int, default=100, help="(100)")
+    _json_option(dlq_list)
     dlq_list.set_defaults(handler=commands.dlq_list)
     replay = dlq_sub.add_parser(
         "replay", help="re-publish dead-lettered messages to the uploads topic, then ack them"
     )
-    replay.add_argument("--subscription", help=subscription_help)
-    replay.add_argument(
-        "--topic", help="the uploads topic, projects/P/topics/T (default $SEGMENT_NOTIFY_TOPIC)"
-    )
+    _env_option(replay, env, "--subscription", subscription_help)
+    _env_option(replay, env, "--topic", "the uploads topic, projects/P/topics/T")
     replay.add_argument("--limit", type=_positive_int, default=100, help="(100)")
     replay.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     replay.set_defaults(handler=commands.dlq_replay)
 
     status = sub.add_parser("status", help="the mask or error record of one input object")
     status.add_argument("object", metavar="gs://BUCKET/NAME")
-    status.add_argument("--output-bucket", help="default $SEGMENT_OUTPUT_BUCKET")
+    _env_option(status, env, "--output-bucket", "the function's output bucket")
+    _json_option(status)
     status.set_defaults(handler=commands.status)
 
 
@@ -140,20 +186,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
+    except commands.MissingOptionError as exc:
+        parser.error(_missing(exc))
     except commands.UsageError as exc:
         parser.error(str(exc))
     except KeyboardInterrupt:
         print("segment: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
-    except Exception as exc:  # cloud API and server-start errors: one line, not a traceback
-        from google.api_core import exceptions as api_exceptions
-
-        from segment.emulators import ServerStartError
-
-        if not isinstance(exc, api_exceptions.GoogleAPICallError | ServerStartError):
+    except Exception as exc:  # cloud, network and server-start errors: one line, not a traceback
+        line = _one_line(exc, getattr(args, "endpoints", None) or clients.Endpoints.from_env())
+        if line is None:
             raise
-        print(f"segment: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"segment: {line}", file=sys.stderr)
     return 1
+
+
+def _missing(exc: commands.MissingOptionError) -> str:
+    variable = ENV_DEFAULTS.get(exc.option)
+    notes = [f"or set {variable}"] if variable else []
+    notes += [exc.hint] if exc.hint else []
+    when = f" {exc.when}" if exc.when else ""
+    return f"{exc.option} is required{when}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _one_line(exc: Exception, endpoints: clients.Endpoints) -> str | None:
+    """What to print for an expected failure (None: a bug, let its traceback show)."""
+    from google.api_core import exceptions as api_exceptions
+    from google.auth import exceptions as auth_exceptions
+
+    from segment.emulators import ServerStartError
+
+    network = clients.network_failure(exc, endpoints)
+    if network is not None:
+        return network
+    if isinstance(exc, auth_exceptions.DefaultCredentialsError):
+        return (
+            "no Google credentials (run `gcloud auth application-default login`, or set "
+            f"{clients.STORAGE_EMULATOR_ENV} and {clients.PUBSUB_EMULATOR_ENV} for emulators)"
+        )
+    expected = api_exceptions.GoogleAPICallError | api_exceptions.RetryError | ServerStartError
+    if isinstance(exc, expected):
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 if __name__ == "__main__":

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from segment import backfill as backfill_mod
 from segment import clients, contact_sheet, function_logs, ratelimit
 from segment import dlq as dlq_mod
 from segment import outputs as outputs_mod
 from segment import upload as uploads_mod
+from segment.progress import Progress
 from segment.stack import DEFAULT_MODEL_URI, LocalStack, StackOptions
 
 CONTACT_SHEET = "contact-sheet.png"
@@ -26,6 +27,30 @@ EXIT_INCOMPLETE = 1
 
 class UsageError(Exception):
     """A bad combination of arguments or environment (exit 2, with the parser's usage)."""
+
+
+class MissingOptionError(UsageError):
+    """`option` has no value (nor a default from its environment variable, which segment.cli
+    declares and names in the message): required always, or `when` something else holds."""
+
+    def __init__(self, option: str, when: str = "", hint: str = "") -> None:
+        super().__init__(f"{option} is required {when}".strip())
+        self.option, self.when, self.hint = option, when, hint
+
+
+def _require(value: str | None, option: str) -> str:
+    if not value:
+        raise MissingOptionError(option)
+    return value
+
+
+def _endpoints(
+    args: argparse.Namespace, endpoints: clients.Endpoints | None = None
+) -> clients.Endpoints:
+    """The endpoints this command talks to (from the environment unless given), kept on `args`
+    so that a network failure names them (segment.cli)."""
+    args.endpoints = endpoints or clients.Endpoints.from_env()
+    return args.endpoints
 
 
 @contextlib.contextmanager
@@ -78,20 +103,15 @@ def local_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with interrupts_raise(), LocalStack(StackOptions(log_dir, args.model_uri)) as stack:
         _say(f"stack up in {time.monotonic() - started:.1f}s (logs: {log_dir})")
-        storage = clients.storage_client(stack.endpoints)
-        publisher = clients.publisher_client(stack.endpoints)
+        endpoints = _endpoints(args, stack.endpoints)
+        storage = clients.storage_client(endpoints)
+        publisher = clients.publisher_client(endpoints)
         done = []
         for path, name in zip(files, names, strict=True):
             done.append(uploads_mod.upload_file(storage, stack.names.input_bucket, path, name))
             uploads_mod.notify(publisher, stack.pipeline.topic, done[-1])
         _say(f"uploaded and notified {len(done)} file(s); waiting for the function")
-        found = uploads_mod.wait_for_outputs(
-            storage,
-            stack.names.output_bucket,
-            done,
-            timeout=args.timeout,
-            on_output=lambda o: _say(f"  {o.upload.name}: {_describe(o)}"),
-        )
+        found = _wait(storage, stack.names.output_bucket, done, args.timeout)
         function_log = stack.function_log
     return _report(out, done, found, function_log)
 
@@ -103,16 +123,35 @@ def _object_names(files: Sequence[Path], prefix: str = "") -> list[str]:
         raise UsageError(str(exc)) from None
 
 
-def _describe(output: uploads_mod.Output) -> str:
-    if output.kind == "error":
-        return f"error record ({output.error_reason}) {output.object_name}"
-    return f"mask {output.object_name}"
+def _describe(output: outputs_mod.OutputRecord) -> str:
+    if output.kind == outputs_mod.ERROR:
+        return f"error record ({output.error_reason}) {output.name}"
+    return f"mask {output.name}"
+
+
+def _wait(
+    storage: Any, output_bucket: str, done: Sequence[uploads_mod.Upload], timeout: float
+) -> dict[str, outputs_mod.OutputRecord]:
+    """Waits for each upload's mask or error record, a line (and a bar tick) as each comes."""
+    with Progress("waiting for outputs", total=len(done), unit="output") as progress:
+
+        def arrived(name: str, output: outputs_mod.OutputRecord) -> None:
+            progress.say(f"  {name}: {_describe(output)}")
+            progress.update()
+
+        return outputs_mod.wait_for_outputs(
+            storage,
+            output_bucket,
+            uploads_mod.generations(done),
+            timeout=timeout,
+            on_output=arrived,
+        )
 
 
 def _report(
     out: Path,
     done: Sequence[uploads_mod.Upload],
-    found: dict[str, uploads_mod.Output],
+    found: dict[str, outputs_mod.OutputRecord],
     function_log: Path,
 ) -> int:
     rows = []
@@ -124,8 +163,8 @@ def _report(
             contact_sheet.Row(
                 name=item.name,
                 input_path=item.path,
-                mask_png=output.data if output and output.kind == "mask" else None,
-                error=output.error_reason if output and output.kind == "error" else None,
+                mask_png=output.data if output and output.kind == outputs_mod.MASK else None,
+                error=output.error_reason if output else None,
             )
         )
     sheet = contact_sheet.write(rows, out / CONTACT_SHEET)
@@ -179,48 +218,43 @@ def local_up(args: argparse.Namespace) -> int:
 def upload(args: argparse.Namespace) -> int:
     files = _check_files(args.files)
     names = _object_names(files, args.prefix)
-    endpoints = clients.Endpoints.from_env()
-    bucket = args.bucket or os.environ.get("SEGMENT_INPUT_BUCKET")
-    if not bucket:
-        raise UsageError("--bucket is required (or set SEGMENT_INPUT_BUCKET)")
-    topic = args.notify_topic or os.environ.get("SEGMENT_NOTIFY_TOPIC")
+    endpoints = _endpoints(args)
+    bucket = _require(args.bucket, "--bucket")
+    topic = args.notify_topic
     if endpoints.storage_emulator and not topic:
-        raise UsageError(
-            "STORAGE_EMULATOR_HOST is set, and no storage emulator publishes bucket "
-            "notifications: pass --notify-topic or set SEGMENT_NOTIFY_TOPIC "
-            "(`segment local up` prints it)"
+        raise MissingOptionError(
+            "--notify-topic",
+            f"when {clients.STORAGE_EMULATOR_ENV} is set: no storage emulator publishes bucket "
+            "notifications",
+            "`segment local up` prints it",
         )
     if topic and endpoints.storage_emulator and not endpoints.pubsub_emulator:
         raise UsageError(
-            "on emulators, set PUBSUB_EMULATOR_HOST too (`segment local up` prints it)"
+            f"on emulators, set {clients.PUBSUB_EMULATOR_ENV} too (`segment local up` prints it)"
         )
-    output_bucket = args.output_bucket or os.environ.get("SEGMENT_OUTPUT_BUCKET")
+    output_bucket = args.output_bucket
     if args.wait and not output_bucket:
-        raise UsageError("--wait needs --output-bucket (or SEGMENT_OUTPUT_BUCKET)")
+        raise MissingOptionError("--output-bucket", "with --wait")
     if args.out and not args.wait:
         raise UsageError("--out needs --wait")
 
     storage = clients.storage_client(endpoints)
-    publisher = clients.publisher_client(endpoints) if topic else None
+    publisher = None  # made after the first upload: a storage failure is reported first
     done = []
     with interrupts_raise():
         for path, name in zip(files, names, strict=True):
             item = uploads_mod.upload_file(storage, bucket, path, name)
             done.append(item)
             note = ""
-            if publisher is not None:
+            if topic:
+                if publisher is None:
+                    publisher = clients.publisher_client(endpoints)
                 message_id = uploads_mod.notify(publisher, topic, item)
                 note = f" (notified {topic}, message {message_id})"
             _say(f"uploaded gs://{bucket}/{name}#{item.generation}{note}")
         if not args.wait:
             return 0
-        found = uploads_mod.wait_for_outputs(
-            storage,
-            output_bucket,
-            done,
-            timeout=args.timeout,
-            on_output=lambda o: _say(f"  {o.upload.name}: {_describe(o)}"),
-        )
+        found = _wait(storage, output_bucket, done, args.timeout)
     for output in found.values():
         if args.out:
             _say(f"  saved {output.save(args.out)}")
@@ -244,18 +278,10 @@ def _split_gs_uri(uri: str, *, what: str) -> tuple[str, str]:
     return bucket, rest
 
 
-def _from_env(value: str | None, variable: str, option: str) -> str:
-    value = value or os.environ.get(variable)
-    if not value:
-        raise UsageError(f"{option} is required (or set {variable})")
-    return value
-
-
-def _check_resource(path: str, kind: str, option: str) -> str:
-    """`projects/P/KIND/NAME`; a bare NAME (as `terraform output` prints it) gets the project
-    from GOOGLE_CLOUD_PROJECT."""
+def _check_resource(path: str, kind: str, option: str, project: str | None) -> str:
+    """`projects/P/KIND/NAME`; a bare NAME (as `terraform output` prints it) gets `project`
+    (the endpoints' project: GOOGLE_CLOUD_PROJECT)."""
     if "/" not in path and path:
-        project = clients.Endpoints.from_env().project
         if not project:
             raise UsageError(
                 f"{option} {path}: give projects/P/{kind}/{path}, or set GOOGLE_CLOUD_PROJECT"
@@ -270,8 +296,8 @@ def _check_resource(path: str, kind: str, option: str) -> str:
 def _check_emulator_pair(endpoints: clients.Endpoints) -> None:
     if endpoints.storage_emulator and not endpoints.pubsub_emulator:
         raise UsageError(
-            "STORAGE_EMULATOR_HOST is set but PUBSUB_EMULATOR_HOST is not: on emulators set "
-            "both (`segment local up` prints them)"
+            f"{clients.STORAGE_EMULATOR_ENV} is set but {clients.PUBSUB_EMULATOR_ENV} is not: on "
+            "emulators set both (`segment local up` prints them)"
         )
 
 
@@ -279,7 +305,7 @@ def _output_label(output: outputs_mod.OutputRecord, generation: int | None) -> s
     """`current mask`, `stale error record (not_an_image)`, `mask (object gone)`, ..."""
     what = "mask"
     if output.kind == outputs_mod.ERROR:
-        reason = output.metadata.get(outputs_mod.ERROR_REASON)
+        reason = output.error_reason
         what = f"error record ({reason})" if reason else "error record"
     if generation is None:
         return f"{what} (object gone)"
@@ -291,36 +317,38 @@ def _output_label(output: outputs_mod.OutputRecord, generation: int | None) -> s
 
 def backfill(args: argparse.Namespace) -> int:
     bucket, prefix = _split_gs_uri(args.source, what="SOURCE")
-    output_bucket = _from_env(args.output_bucket, "SEGMENT_OUTPUT_BUCKET", "--output-bucket")
-    topic = args.notify_topic or os.environ.get("SEGMENT_NOTIFY_TOPIC")
+    output_bucket = _require(args.output_bucket, "--output-bucket")
+    endpoints = _endpoints(args)
+    topic = args.notify_topic
     if topic:
-        topic = _check_resource(topic, "topics", "--notify-topic")
+        topic = _check_resource(topic, "topics", "--notify-topic", endpoints.project)
     elif not args.dry_run:
-        raise UsageError("--notify-topic is required (or set SEGMENT_NOTIFY_TOPIC)")
+        raise MissingOptionError("--notify-topic", "unless --dry-run")
     try:
         rate = ratelimit.parse_rate(args.rate)
     except ValueError as exc:
         raise UsageError(f"--rate: {exc}") from None
     if bucket == output_bucket:
         raise UsageError("the output bucket is the input bucket: the function refuses its events")
-    endpoints = clients.Endpoints.from_env()
     _check_emulator_pair(endpoints)
     storage = clients.storage_client(endpoints)
     publisher = None if args.dry_run else clients.publisher_client(endpoints)
     limiter = ratelimit.RateLimiter(rate)
     verb = "would publish" if args.dry_run else "published"
+    bar = Progress("backfill", unit="object")
 
     def progress(decision: backfill_mod.Decision, message_id: str | None) -> None:
         blob = decision.blob
         where = f"gs://{bucket}/{blob.name}#{blob.generation}"
         if decision.action == backfill_mod.PUBLISH:
             note = f" (message {message_id})" if message_id else ""
-            _say(f"  {verb} {where}{note}")
+            bar.say(f"  {verb} {where}{note}")
         elif decision.action == backfill_mod.SKIP_CURRENT:
             labels = ", ".join(_output_label(o, int(blob.generation)) for o in decision.outputs)
-            _say(f"  skip {where}: {labels}")
+            bar.say(f"  skip {where}: {labels}")
         else:
-            _say(f"  skip {where}: {decision.action}")
+            bar.say(f"  skip {where}: {decision.action}")
+        bar.update()
 
     _say(
         f"backfill gs://{bucket}/{prefix} -> {topic or '(dry run, no topic)'} at most "
@@ -333,7 +361,7 @@ def backfill(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         if last is not None:
             _say(f"resuming after {last} (state file {args.state}; delete it to start over)")
-    with interrupts_raise():
+    with interrupts_raise(), bar:
         try:
             report = backfill_mod.run(
                 storage,
@@ -367,11 +395,9 @@ LOG_HINT = (
 )
 
 
-def _dlq_subscription(args: argparse.Namespace) -> str:
-    subscription = _from_env(
-        args.subscription, "SEGMENT_DEAD_LETTER_SUBSCRIPTION", "--subscription"
-    )
-    return _check_resource(subscription, "subscriptions", "--subscription")
+def _dlq_subscription(args: argparse.Namespace, endpoints: clients.Endpoints) -> str:
+    subscription = _require(args.subscription, "--subscription")
+    return _check_resource(subscription, "subscriptions", "--subscription", endpoints.project)
 
 
 def _describe_dead_letter(index: int, message: dlq_mod.DeadLetter) -> str:
@@ -380,7 +406,7 @@ def _describe_dead_letter(index: int, message: dlq_mod.DeadLetter) -> str:
     return (
         f"{index:3d}. {message.object_uri or '(no bucketId/objectId attributes)'}"
         f"  generation {message.generation or '?'}"
-        f"  event {message.attributes.get('eventType', '?')}\n"
+        f"  event {message.event_type or '?'}\n"
         f"     delivery attempts {message.attempts}  first published {first}"
         f"  dead-lettered {dead}  message {message.message_id}\n"
         f"     logs: {_log_filter(message)}"
@@ -389,16 +415,44 @@ def _describe_dead_letter(index: int, message: dlq_mod.DeadLetter) -> str:
 
 def _log_filter(message: dlq_mod.DeadLetter) -> str:
     """The Cloud Logging filter for the function's summary lines about this message's upload."""
-    name = json.dumps(message.attributes.get("objectId", ""))
+    name = json.dumps(message.object_name or "")
     generation = json.dumps(message.generation or "")
     return f"jsonPayload.object={name} AND jsonPayload.generation={generation}"
 
 
+def _dead_letter_json(message: dlq_mod.DeadLetter) -> dict[str, object]:
+    return {
+        "message_id": message.message_id,
+        "object": message.object_uri,
+        "bucket": message.bucket,
+        "name": message.object_name,
+        "generation": message.generation,
+        "event_type": message.event_type,
+        "delivery_attempts": message.attempts,
+        "first_published": message.attributes.get(dlq_mod.SOURCE_PUBLISH_TIME),
+        "dead_lettered": message.publish_time.isoformat() if message.publish_time else None,
+        "log_filter": _log_filter(message),
+        "attributes": dict(sorted(message.attributes.items())),
+    }
+
+
 def dlq_list(args: argparse.Namespace) -> int:
-    subscription = _dlq_subscription(args)
-    subscriber = clients.subscriber_client(clients.Endpoints.from_env())
-    _say(f"dead-lettered messages in {subscription} (pulled and released, none consumed):")
+    endpoints = _endpoints(args)
+    subscription = _dlq_subscription(args, endpoints)
+    subscriber = clients.subscriber_client(endpoints)
+    if not args.json:
+        _say(f"dead-lettered messages in {subscription} (pulled and released, none consumed):")
     messages = dlq_mod.list_messages(subscriber, subscription, args.limit)
+    if args.json:
+        document = {
+            "subscription": subscription,
+            "limit": args.limit,
+            "limit_reached": len(messages) >= args.limit,
+            "count": len(messages),
+            "messages": [_dead_letter_json(message) for message in messages],
+        }
+        _say(json.dumps(document, indent=2))
+        return 0
     for index, message in enumerate(messages, 1):
         _say(_describe_dead_letter(index, message))
     more = " (the --limit; there may be more)" if len(messages) >= args.limit else ""
@@ -410,29 +464,29 @@ def dlq_list(args: argparse.Namespace) -> int:
 
 
 def dlq_replay(args: argparse.Namespace) -> int:
-    subscription = _dlq_subscription(args)
-    topic = _check_resource(
-        _from_env(args.topic, "SEGMENT_NOTIFY_TOPIC", "--topic"), "topics", "--topic"
-    )
-    endpoints = clients.Endpoints.from_env()
+    endpoints = _endpoints(args)
+    subscription = _dlq_subscription(args, endpoints)
+    topic = _check_resource(_require(args.topic, "--topic"), "topics", "--topic", endpoints.project)
     subscriber = clients.subscriber_client(endpoints)
     publisher = None if args.dry_run else clients.publisher_client(endpoints)
     index = 0
+    bar = Progress("replay", unit="message")
 
     def progress(message: dlq_mod.DeadLetter, message_id: str | None) -> None:
         nonlocal index
         index += 1
-        _say(_describe_dead_letter(index, message))
+        bar.say(_describe_dead_letter(index, message))
         if message_id:
-            _say(f"     replayed to {topic} as message {message_id}; acked on the DLQ")
+            bar.say(f"     replayed to {topic} as message {message_id}; acked on the DLQ")
         else:
-            _say(f"     would replay to {topic} (dry run)")
+            bar.say(f"     would replay to {topic} (dry run)")
+        bar.update()
 
     _say(
         f"replay {subscription} -> {topic}"
         + (" (dry run: publishes and acks nothing)" if args.dry_run else "")
     )
-    with interrupts_raise():
+    with interrupts_raise(), bar:
         count = dlq_mod.replay(
             subscriber,
             publisher,
@@ -453,15 +507,20 @@ def status(args: argparse.Namespace) -> int:
     bucket, name = _split_gs_uri(args.object, what="OBJECT")
     if not name or name.endswith("/"):
         raise UsageError(f"OBJECT must name an object, gs://BUCKET/NAME (got {args.object!r})")
-    output_bucket = _from_env(args.output_bucket, "SEGMENT_OUTPUT_BUCKET", "--output-bucket")
-    storage = clients.storage_client(clients.Endpoints.from_env())
-    blob = storage.bucket(bucket).get_blob(name)
+    output_bucket = _require(args.output_bucket, "--output-bucket")
+    storage = clients.storage_client(_endpoints(args))
+    blob = storage.bucket(bucket).get_blob(
+        name, retry=clients.storage_retry(), timeout=clients.STORAGE_TIMEOUT
+    )
     generation = int(blob.generation) if blob is not None else None
+    found = outputs_mod.find_outputs(storage, output_bucket, name)
+    if args.json:
+        _say(json.dumps(_status_json(bucket, name, blob, found), indent=2))
+        return 0
     if blob is None:
         _say(f"gs://{bucket}/{name}: object not found (deleted, or not uploaded yet)")
     else:
         _say(f"gs://{bucket}/{name}: generation {generation}, {blob.size} bytes")
-    found = outputs_mod.find_outputs(storage, output_bucket, name)
     if not found:
         _say("  nothing yet: no mask and no error record")
     for output in found:
@@ -474,3 +533,35 @@ def status(args: argparse.Namespace) -> int:
         for key in sorted(output.metadata):
             _say(f"    {key}: {output.metadata[key]}")
     return 0
+
+
+def _status_json(
+    bucket: str, name: str, blob: Any, found: Sequence[outputs_mod.OutputRecord]
+) -> dict[str, object]:
+    """`segment status --json`: the object, its outputs and whether it is processed."""
+    generation = int(blob.generation) if blob is not None else None
+    return {
+        "object": {
+            "uri": f"gs://{bucket}/{name}",
+            "bucket": bucket,
+            "name": name,
+            "exists": blob is not None,
+            "generation": generation,
+            "size": int(blob.size) if blob is not None else None,
+        },
+        "processed": generation is not None and outputs_mod.is_processed(found, generation),
+        "outputs": [
+            {
+                "kind": output.kind,
+                "uri": output.uri,
+                "bucket": output.bucket,
+                "name": output.name,
+                "freshness": output.freshness(generation) if generation is not None else "gone",
+                "source_generation": output.source_generation,
+                "error_reason": output.error_reason,
+                "updated": output.updated.isoformat() if output.updated else None,
+                "metadata": dict(sorted(output.metadata.items())),
+            }
+            for output in found
+        ],
+    }

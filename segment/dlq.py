@@ -52,13 +52,25 @@ class DeadLetter:
         return {k: v for k, v in self.attributes.items() if not k.startswith(DEAD_LETTER_PREFIX)}
 
     @property
+    def bucket(self) -> str | None:
+        return self.attributes.get(notifier.ATTR_BUCKET_ID)
+
+    @property
+    def object_name(self) -> str | None:
+        return self.attributes.get(notifier.ATTR_OBJECT_ID)
+
+    @property
     def object_uri(self) -> str | None:
-        bucket, name = self.attributes.get("bucketId"), self.attributes.get("objectId")
+        bucket, name = self.bucket, self.object_name
         return f"gs://{bucket}/{name}" if bucket and name is not None else None
 
     @property
     def generation(self) -> str | None:
-        return self.attributes.get("objectGeneration")
+        return self.attributes.get(notifier.ATTR_OBJECT_GENERATION)
+
+    @property
+    def event_type(self) -> str | None:
+        return self.attributes.get(notifier.ATTR_EVENT_TYPE)
 
     @property
     def attempts(self) -> str:

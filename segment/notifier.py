@@ -16,11 +16,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-OBJECT_FINALIZE = "OBJECT_FINALIZE"
+from segmentation.events import OBJECT_FINALIZE, PAYLOAD_JSON  # what the function accepts
+
 OBJECT_DELETE = "OBJECT_DELETE"
 OBJECT_ARCHIVE = "OBJECT_ARCHIVE"
 OBJECT_METADATA_UPDATE = "OBJECT_METADATA_UPDATE"
-PAYLOAD_JSON = "JSON_API_V1"
+# The notification's attributes (GCS's names; segmentation.events reads them as literals).
+ATTR_EVENT_TYPE = "eventType"
+ATTR_BUCKET_ID = "bucketId"
+ATTR_OBJECT_ID = "objectId"
+ATTR_OBJECT_GENERATION = "objectGeneration"
 NOTIFICATION_CONFIG_ID = "1"
 PUBLISH_TIMEOUT_S = 30.0
 
@@ -66,10 +71,10 @@ def notification_attributes(
     bucket = str(resource["bucket"])
     when = event_time or resource.get("updated") or rfc3339(datetime.now(UTC))
     return {
-        "eventType": event_type,
-        "bucketId": bucket,
-        "objectId": str(resource["name"]),
-        "objectGeneration": str(resource["generation"]),
+        ATTR_EVENT_TYPE: event_type,
+        ATTR_BUCKET_ID: bucket,
+        ATTR_OBJECT_ID: str(resource["name"]),
+        ATTR_OBJECT_GENERATION: str(resource["generation"]),
         "eventTime": str(when),
         "payloadFormat": PAYLOAD_JSON,
         "notificationConfig": f"projects/_/buckets/{bucket}/notificationConfigs/{config_id}",

@@ -1,34 +1,58 @@
-"""The function's outputs for one input object, and whether they describe its current generation.
+"""The function's outputs for one input object: the one record type and the one finder that every
+`segment` command uses (status, backfill, dlq, upload --wait, local run).
 
-An output (mask or error record) is *current* when its `source-generation` metadata equals the
-input object's generation, *stale* when it is older (the object was re-uploaded since), *newer*
-when it is newer than the generation we were given (our view of the object is out of date).
+The function owns what an output is: its names (`masks/<name>.png`, `errors/<name>.json`, with a
+safe fallback for odd names) and its metadata keys are imported from `segmentation.storage`, and
+an output's object is described by the function's own `ObjectInfo`, whose `source_generation`
+reads the `source-generation` metadata.
+
+An output is *current* when its source generation equals the input object's generation, *stale*
+when it is older (the object was re-uploaded since), *newer* when it is newer than the generation
+we were given (our view of the object is out of date). The function does not redo an object when
+an output describes its generation or a newer one: `is_processed`, `current_output`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from segment import naming
+from google.api_core import exceptions as api_exceptions
+from segmentation.storage import META_ERROR_REASON, ObjectInfo, error_name, mask_name
+
+from segment import clients
 
 MASK = "mask"
 ERROR = "error"
-SOURCE_BUCKET = "source-bucket"
-SOURCE_NAME = "source-name"
-ERROR_REASON = "error-reason"
-MODEL_VERSION = "model-version"
+KINDS = ((MASK, mask_name), (ERROR, error_name))  # the finder's order: mask first
+POLL_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
 class OutputRecord:
-    """One output object: kind is MASK or ERROR."""
+    """One output object: `kind` is MASK or ERROR; `data` is its bytes once `download`ed."""
 
     kind: str
-    bucket: str
-    name: str
-    metadata: dict[str, str] = field(default_factory=dict)
-    updated: Any = None
+    info: ObjectInfo
+    updated: datetime | None = None
+    data: bytes | None = None
+
+    @property
+    def bucket(self) -> str:
+        return self.info.bucket
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return self.info.metadata
 
     @property
     def uri(self) -> str:
@@ -36,10 +60,26 @@ class OutputRecord:
 
     @property
     def source_generation(self) -> int | None:
-        try:
-            return int(self.metadata[naming.SOURCE_GENERATION])
-        except (KeyError, ValueError):
+        """The input generation this output was made from; None when absent or unreadable."""
+        return self.info.source_generation or None
+
+    @property
+    def error_reason(self) -> str | None:
+        """An error record's reason: its metadata, else (downloaded) its body."""
+        if self.kind != ERROR:
             return None
+        reason = self.metadata.get(META_ERROR_REASON)
+        if reason or self.data is None:
+            return reason or None
+        try:
+            return str(json.loads(self.data)["error"]["reason"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def describes(self, generation: int) -> bool:
+        """True when made from `generation` or a newer one (the function would not redo it)."""
+        source = self.source_generation
+        return source is not None and source >= generation
 
     def freshness(self, generation: int | None) -> str:
         """ "current", "stale", "newer" or "unknown" against the input's `generation`."""
@@ -50,26 +90,84 @@ class OutputRecord:
             return "current"
         return "stale" if source < generation else "newer"
 
+    def save(self, out_dir: Path) -> Path:
+        """Writes the downloaded bytes under `out_dir` at the bucket path (masks/..., errors/...)"""
+        if self.data is None:
+            raise ValueError(f"{self.uri}: not downloaded")
+        target = out_dir / self.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.data)
+        return target
+
 
 def find_outputs(storage: Any, output_bucket: str, source_name: str) -> list[OutputRecord]:
     """The mask and the error record for `source_name` that exist (mask first)."""
     bucket = storage.bucket(output_bucket)
     found = []
-    for kind, name in (
-        (MASK, naming.mask_name(source_name)),
-        (ERROR, naming.error_name(source_name)),
-    ):
-        blob = bucket.get_blob(name)
+    for kind, name_of in KINDS:
+        blob = bucket.get_blob(
+            name_of(source_name), retry=clients.storage_retry(), timeout=clients.STORAGE_TIMEOUT
+        )
         if blob is not None:
-            found.append(
-                OutputRecord(kind, output_bucket, name, dict(blob.metadata or {}), blob.updated)
-            )
+            found.append(OutputRecord(kind, _info(output_bucket, blob), blob.updated))
     return found
 
 
-def is_processed(outputs: list[OutputRecord], generation: int) -> bool:
-    """True when an output describes `generation` or newer (the function would not redo it)."""
-    return any(
-        output.source_generation is not None and output.source_generation >= generation
-        for output in outputs
+def _info(bucket: str, blob: Any) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        name=blob.name,
+        generation=int(blob.generation or 0),
+        size=int(blob.size or 0),
+        content_type=blob.content_type,
+        metadata=dict(blob.metadata or {}),
     )
+
+
+def is_processed(outputs: Sequence[OutputRecord], generation: int) -> bool:
+    """True when an output describes `generation` or newer (the function would not redo it)."""
+    return current_output(outputs, generation) is not None
+
+
+def current_output(outputs: Sequence[OutputRecord], generation: int) -> OutputRecord | None:
+    """The output made from `generation` or newer (the newest such; a mask on a tie)."""
+    answers = [output for output in outputs if output.describes(generation)]
+    return max(answers, key=lambda o: o.source_generation or 0, default=None)
+
+
+def download(storage: Any, output: OutputRecord) -> OutputRecord:
+    """`output` with its bytes: exactly the object generation that was found."""
+    blob = storage.bucket(output.bucket).blob(output.name, generation=output.info.generation)
+    data = blob.download_as_bytes(retry=clients.storage_retry(), timeout=clients.STORAGE_TIMEOUT)
+    return replace(output, data=data)
+
+
+def wait_for_outputs(
+    storage: Any,
+    output_bucket: str,
+    generations: Mapping[str, int],
+    *,
+    timeout: float,
+    on_output: Callable[[str, OutputRecord], None] | None = None,
+    poll_interval: float = POLL_INTERVAL_S,
+) -> dict[str, OutputRecord]:
+    """Polls until every input name in `generations` has an output for its generation (or a
+    newer one), or `timeout` passes; returns those found, downloaded, by input name."""
+    found: dict[str, OutputRecord] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for source_name, generation in generations.items():
+            if source_name in found:
+                continue
+            output = current_output(find_outputs(storage, output_bucket, source_name), generation)
+            if output is None:
+                continue
+            try:
+                found[source_name] = download(storage, output)
+            except api_exceptions.NotFound:  # replaced by a newer output meanwhile: next poll
+                continue
+            if on_output is not None:
+                on_output(source_name, found[source_name])
+        if len(found) == len(generations) or time.monotonic() >= deadline:
+            return found
+        time.sleep(poll_interval)

@@ -31,8 +31,8 @@ from PIL import Image
 
 from model_build.synthetic import synthetic_example
 from segment import clients, function_logs, notifier, resources
-from segment.fault_proxy import FaultProxy, ObjectWrite
 from segment.stack import LocalStack, StackOptions
+from tests.fakes.fault_proxy import FaultProxy, ObjectWrite
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

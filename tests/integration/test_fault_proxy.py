@@ -1,4 +1,4 @@
-"""The fault-injecting proxy (segment/fault_proxy.py) in front of a real storage emulator."""
+"""The fault-injecting proxy (tests/fakes/fault_proxy.py) in front of a real storage emulator."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from google.api_core.retry import Retry
 
 from segment import clients
 from segment.emulators import ManagedProcess, gcs_emulator
-from segment.fault_proxy import FaultProxy, ObjectWrite, _accepted_write
+from tests.fakes.fault_proxy import FaultProxy, ObjectWrite, _accepted_write
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from segmentation.storage import error_name, mask_name
 
-from segment import function_logs, naming, notifier, resources
+from segment import function_logs, notifier, resources
 from segment.stack import start_function
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import FAST_POLICY, wait_until
@@ -38,7 +39,7 @@ def _mask_blob(driver, name: str, generation: int):
     """The mask for `name` once it records `generation`."""
 
     def probe():
-        blob = driver.output_bucket.get_blob(naming.mask_name(name))
+        blob = driver.output_bucket.get_blob(mask_name(name))
         if blob is not None and blob.metadata.get("source-generation") == str(generation):
             return blob
         return None
@@ -106,13 +107,13 @@ def test_a_non_image_gets_an_error_record(local_stack):
     blob = _upload_and_notify(local_stack, name, SAMPLES / "not-an-image.jpg", "image/jpeg")
 
     def probe():
-        return local_stack.output_bucket.get_blob(naming.error_name(name))
+        return local_stack.output_bucket.get_blob(error_name(name))
 
     record_blob = wait_until(probe, timeout=60, what="error record")
     record = json.loads(record_blob.download_as_bytes())
     assert record["error"]["reason"] == "not_an_image"
     assert record["source"]["generation"] == str(blob.generation)
-    assert local_stack.output_bucket.get_blob(naming.mask_name(name)) is None
+    assert local_stack.output_bucket.get_blob(mask_name(name)) is None
 
 
 def test_duplicate_delivery_writes_once(local_stack):
@@ -126,7 +127,7 @@ def test_duplicate_delivery_writes_once(local_stack):
 
     summaries = _summaries_for(local_stack, name, 2)
     assert [s["outcome"] for s in summaries] == ["mask_written", "duplicate"]
-    again = local_stack.output_bucket.get_blob(naming.mask_name(name))
+    again = local_stack.output_bucket.get_blob(mask_name(name))
     assert again.generation == first.generation  # not rewritten
     assert again.metageneration == first.metageneration
 
@@ -135,7 +136,7 @@ def test_reupload_replaces_the_output(local_stack):
     name = "re/upload.jpg"
     broken = _upload_and_notify(local_stack, name, b"not an image at all", "image/jpeg")
     wait_until(
-        lambda: local_stack.output_bucket.get_blob(naming.error_name(name)),
+        lambda: local_stack.output_bucket.get_blob(error_name(name)),
         what="error record of the first generation",
     )
 
@@ -145,7 +146,7 @@ def test_reupload_replaces_the_output(local_stack):
     assert mask_blob.metadata["source-generation"] == str(fixed.generation)
     # The fixed re-upload removes the stale error record.
     wait_until(
-        lambda: local_stack.output_bucket.get_blob(naming.error_name(name)) is None,
+        lambda: local_stack.output_bucket.get_blob(error_name(name)) is None,
         what="stale error record removed",
     )
 
@@ -168,8 +169,8 @@ def test_object_delete_is_ignored(local_stack):
     (summary,) = _summaries_with_id(local_stack, message_id)
     assert summary["outcome"] == "ignored"
     assert summary["event_type"] == "OBJECT_DELETE"
-    assert local_stack.output_bucket.get_blob(naming.mask_name(name)) is None
-    assert local_stack.output_bucket.get_blob(naming.error_name(name)) is None
+    assert local_stack.output_bucket.get_blob(mask_name(name)) is None
+    assert local_stack.output_bucket.get_blob(error_name(name)) is None
 
 
 def test_a_notification_without_payload_is_segmented(local_stack):
@@ -252,6 +253,6 @@ def test_a_poison_message_is_dead_lettered_after_the_configured_attempts(
         attempts = function_logs.for_object(function_logs.summaries(broken.log_path), name)
         assert len(attempts) == FAST_POLICY.max_delivery_attempts
         assert {a["outcome"] for a in attempts} == {"configuration_error"}
-        assert local_stack.output_bucket.get_blob(naming.mask_name(name)) is None
+        assert local_stack.output_bucket.get_blob(mask_name(name)) is None
     finally:
         broken.stop()

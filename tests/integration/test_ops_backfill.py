@@ -11,11 +11,13 @@ from collections.abc import Iterator
 
 import pytest
 from segmentation.events import PUBSUB_EVENT_TYPE, parse_event
+from segmentation.storage import META_SOURCE_GENERATION, error_name, mask_name
 
-from segment import backfill, clients, naming
+from segment import backfill, clients
 from segment.cli import main
 from segment.emulators import ManagedProcess, pubsub_emulator
 from segment.ratelimit import RateLimiter
+from tests.fakes.terminal import Terminal
 
 pytestmark = pytest.mark.integration
 
@@ -85,13 +87,13 @@ class Scene:
         metadata = {
             "source-bucket": self.input.name,
             "source-name": name,
-            naming.SOURCE_GENERATION: str(int(source.generation) + generation_delta),
+            META_SOURCE_GENERATION: str(int(source.generation) + generation_delta),
         }
         if kind == "mask":
-            blob = self.output.blob(naming.mask_name(name))
+            blob = self.output.blob(mask_name(name))
             metadata["model-version"] = "test-model"
         else:
-            blob = self.output.blob(naming.error_name(name))
+            blob = self.output.blob(error_name(name))
             metadata["error-reason"] = "not_an_image"
         blob.metadata = metadata
         blob.upload_from_string(b"output")
@@ -173,10 +175,23 @@ def test_backfill_dry_run_publishes_nothing(scene, capsys):
     assert main(scene.args("--dry-run")) == 0
 
     assert scene.published() == []
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert captured.err == ""  # no progress bar when stderr is not a terminal
+    out = captured.out
     for name in UNPROCESSED:
         assert f"would publish gs://{scene.input.name}/{name}#" in out
     assert "would publish 3" in out
+
+
+def test_backfill_shows_progress_on_a_terminal_stderr(scene, capsys, monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+
+    assert main(scene.args("--dry-run")) == 0
+
+    assert "backfill:" in terminal.getvalue() and "object" in terminal.getvalue()
+    out = capsys.readouterr().out
+    assert "would publish 3" in out and "backfill:" not in out
 
 
 def test_backfill_resumes_after_the_last_published_object(scene, tmp_path, capsys):

@@ -4,6 +4,7 @@ dead-lettered (a pull subscription with a dead-letter policy, nacked until it gi
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from segmentation.events import PUBSUB_EVENT_TYPE, parse_event
 from segment import clients, dlq, notifier
 from segment.cli import main
 from segment.emulators import ManagedProcess, pubsub_emulator
+from tests.fakes.terminal import Terminal
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +141,29 @@ def test_dlq_list_shows_messages_without_consuming_them(pipeline, capsys):
     assert len(dlq.list_messages(pipeline.subscriber, pipeline.dlq_subscription, 100)) == 2
 
 
+def test_dlq_list_json_is_one_document(pipeline, capsys):
+    pipeline.dead_letter(NAMES)
+
+    assert main(["dlq", "list", *pipeline.dead_letter_cli("--json")]) == 0
+
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    document = json.loads(captured.out)  # nothing else on stdout
+    assert document["subscription"] == pipeline.dlq_subscription
+    assert document["count"] == 2 and document["limit_reached"] is False
+    messages = sorted(document["messages"], key=lambda m: m["name"])
+    assert [m["object"] for m in messages] == [f"gs://in-bucket/{name}" for name in NAMES]
+    first = messages[0]
+    assert first["generation"] == "1763731200000000"
+    assert first["event_type"] == "OBJECT_FINALIZE"
+    assert first["delivery_attempts"].startswith(f"{ATTEMPTS} (on ")
+    assert first["first_published"] and first["dead_lettered"] and first["message_id"]
+    assert first["log_filter"].startswith('jsonPayload.object="uploads/cat.png" AND ')
+    assert first["attributes"]["objectId"] == "uploads/cat.png"
+    # consumed nothing
+    assert len(dlq.list_messages(pipeline.subscriber, pipeline.dlq_subscription, 100)) == 2
+
+
 def test_dlq_list_limit_and_a_bare_subscription_name(pipeline, capsys):
     pipeline.dead_letter(NAMES)
     bare = pipeline.dlq_subscription.rsplit("/", 1)[-1]  # as `terraform output` prints it
@@ -154,17 +179,23 @@ def test_dlq_replay_dry_run_does_nothing(pipeline, capsys):
     args = ["dlq", "replay", *pipeline.dead_letter_cli("--topic", pipeline.topic, "--dry-run")]
     assert main(args) == 0
 
-    assert "would replay 2 message(s)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "would replay 2 message(s)" in captured.out
+    assert captured.err == ""  # no progress bar when stderr is not a terminal
     assert len(dlq.list_messages(pipeline.subscriber, pipeline.dlq_subscription, 100)) == 2
     assert _pull(pipeline.subscriber, pipeline.subscription, ack=True) == []
 
 
-def test_dlq_replay_moves_the_messages_back_to_the_topic(pipeline, capsys):
+def test_dlq_replay_moves_the_messages_back_to_the_topic(pipeline, capsys, monkeypatch):
     sent = pipeline.dead_letter(NAMES)
+    terminal = Terminal()  # stderr on a terminal: a progress bar there, and only there
+    monkeypatch.setattr("sys.stderr", terminal)
 
     assert main(["dlq", "replay", *pipeline.dead_letter_cli("--topic", pipeline.topic)]) == 0
 
+    assert "replay:" in terminal.getvalue() and "message" in terminal.getvalue()
     out = capsys.readouterr().out
+    assert "replay:" not in out
     assert "replayed 2 message(s)" in out
     assert out.count("acked on the DLQ") == 2
     assert dlq.list_messages(pipeline.subscriber, pipeline.dlq_subscription, 100) == []

@@ -5,9 +5,10 @@ replayed after the "fix" and gets its mask."""
 from __future__ import annotations
 
 import pytest
+from segmentation.storage import META_SOURCE_GENERATION, mask_name
 
-from segment import dlq, naming, notifier, resources
-from segment.cli import main
+from segment import dlq, notifier, resources
+from segment.cli import ENV_DEFAULTS, main
 from segment.emulators import HOST, free_port
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import FAST_POLICY, wait_until
@@ -26,8 +27,8 @@ def stack_env(local_stack, monkeypatch):
 
 
 def _mask_generation(driver, name: str) -> int | None:
-    blob = driver.output_bucket.get_blob(naming.mask_name(name))
-    return int(blob.metadata["source-generation"]) if blob is not None else None
+    blob = driver.output_bucket.get_blob(mask_name(name))
+    return int(blob.metadata[META_SOURCE_GENERATION]) if blob is not None else None
 
 
 def _wait_for_mask(driver, blob) -> None:
@@ -36,6 +37,10 @@ def _wait_for_mask(driver, blob) -> None:
         timeout=60,
         what=f"the mask of {blob.name}",
     )
+
+
+def test_local_up_exports_every_variable_the_parser_reads(stack_env):
+    assert set(ENV_DEFAULTS.values()) <= set(stack_env.stack.env())
 
 
 def test_backfill_reaches_the_function_and_status_reports_its_masks(stack_env, capsys):

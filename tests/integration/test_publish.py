@@ -1,7 +1,8 @@
 """Publishing against the real GCS emulator (and a local directory).
 
 gcp-storage-emulator ignores preconditions (docs/architecture.md, decision 6): the race on
-`latest` runs behind segment.fault_proxy, which enforces ifGenerationMatch as Cloud Storage does."""
+`latest` runs behind tests.fakes.fault_proxy, which enforces ifGenerationMatch as Cloud Storage
+does."""
 
 import json
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from model_build.storage import (
     LocalLocation,
     PreconditionFailedError,
 )
-from segment.fault_proxy import FaultProxy
+from tests.fakes.fault_proxy import FaultProxy
 from tests.unit.model_build.fabricate import model_dir
 
 pytestmark = pytest.mark.integration
