@@ -110,6 +110,28 @@ def _colour_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return unit * 255.0
 
 
+BACKGROUND_CLASS = 1  # CLASS_NAMES order: pet, background, border
+
+
+def copy_paste(
+    images: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor, probability: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pastes the pet (pet and border pixels) of another example of the batch onto each
+    example with `probability` (Ghiasi et al., "Simple Copy-Paste", CVPR 2021).
+
+    Runs on a batch after the per-example warp, so the pasted pet has its own crop, rotation
+    and flip; pasted pixels take the pasted labels, so image and mask stay consistent.
+    """
+    count = tf.shape(images)[0]
+    donors = tf.roll(tf.range(count), shift=1, axis=0)  # each example's neighbour
+    paste = tf.random.stateless_uniform([count], seed) < probability
+    donor_masks = tf.gather(masks, donors)
+    region = (donor_masks != BACKGROUND_CLASS) & paste[:, tf.newaxis, tf.newaxis]
+    images = tf.where(region[..., tf.newaxis], tf.gather(images, donors), images)
+    masks = tf.where(region, donor_masks, masks)
+    return images, masks
+
+
 def by_name(name: str):
     """The augmentation function called `name` (None for "none")."""
     if name not in AUGMENTATIONS:

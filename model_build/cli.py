@@ -148,6 +148,12 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weight-decay", type=float, default=config.DEFAULT_WEIGHT_DECAY, help="AdamW; 0 = Adam"
     )
+    group.add_argument(
+        "--copy-paste",
+        type=float,
+        default=config.DEFAULT_COPY_PASTE,
+        help="share of training examples that get another example's pet pasted on",
+    )
     group.add_argument("--bn-recalibration-steps", type=int, default=20)
     group.add_argument("--checkpoint-dir", help="default <out>/checkpoints; may be gs://")
 
@@ -205,6 +211,7 @@ def train_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy)
         mixed_precision=args.mixed_precision,
         early_stopping_patience=args.early_stopping_patience,
         bn_recalibration_steps=args.bn_recalibration_steps,
+        copy_paste=args.copy_paste,
         loss=args.loss,
         augmentation=args.augmentation,
         lr_schedule=args.lr_schedule,

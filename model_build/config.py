@@ -23,6 +23,7 @@ LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_LR_SCHEDULE = "cosine"
 DEFAULT_WARMUP_EPOCHS = 3
 DEFAULT_WEIGHT_DECAY = 1e-4
+DEFAULT_COPY_PASTE = 0.0
 
 DEFAULT_TOLERANCE_POINTS = 1.0
 # The deployed function runs NUM_THREADS=1 on 1 vCPU (infra's default and the function's):

@@ -140,9 +140,14 @@ def _from_arrays(images: np.ndarray, masks: np.ndarray) -> tf.data.Dataset:
 
 
 def training_batches(
-    dataset: tf.data.Dataset, batch_size: int, seed: int, augmentation: str = "basic"
+    dataset: tf.data.Dataset,
+    batch_size: int,
+    seed: int,
+    augmentation: str = "basic",
+    copy_paste: float = 0.0,
 ) -> tf.data.Dataset:
-    """Shuffled, augmented (see augment.py), batched training data (one pass = one epoch)."""
+    """Shuffled, augmented (see augment.py), batched training data (one pass = one epoch);
+    with `copy_paste` > 0, that share of examples gets another example's pet pasted on."""
     dataset = dataset.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
     transform = augment_lib.by_name(augmentation)
     if transform is not None:
@@ -151,7 +156,14 @@ def training_batches(
             lambda example, s: transform(example[0], example[1], s),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if copy_paste > 0:
+        seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, s: augment_lib.copy_paste(batch[0], batch[1], s, copy_paste),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def evaluation_batches(dataset: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:

@@ -63,6 +63,7 @@ class TrainConfig:
     augmentation: str = config.DEFAULT_AUGMENTATION
     lr_schedule: str = config.DEFAULT_LR_SCHEDULE  # cosine: linear warmup, cosine decay to 0
     warmup_epochs: int = config.DEFAULT_WARMUP_EPOCHS
+    copy_paste: float = config.DEFAULT_COPY_PASTE  # share of examples that get a pasted pet
     weight_decay: float = config.DEFAULT_WEIGHT_DECAY  # AdamW's decoupled decay; 0 = Adam
     seed: int = 0
 
@@ -79,6 +80,7 @@ class TrainConfig:
             "augmentation": self.augmentation in config.AUGMENTATIONS,
             "lr_schedule": self.lr_schedule in config.LR_SCHEDULES,
             "warmup_epochs": self.warmup_epochs >= 0,
+            "copy_paste": 0 <= self.copy_paste <= 1,
             "weight_decay": self.weight_decay >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -127,7 +129,7 @@ def _train_phases(
     splits = data_lib.load_splits(config.data)
     train_ds, val_ds = _split_validation(splits, config.validation_fraction)
     train_batches = data_lib.training_batches(
-        train_ds, config.batch_size, config.seed, config.augmentation
+        train_ds, config.batch_size, config.seed, config.augmentation, config.copy_paste
     )
     val_batches = data_lib.evaluation_batches(val_ds, config.batch_size) if val_ds else None
     plain_batches = data_lib.training_batches(train_ds, config.batch_size, config.seed, "none")

@@ -194,3 +194,36 @@ def test_training_batches_are_batched_and_augmented():
     batches = list(data_lib.training_batches(splits.train, batch_size=4, seed=0))
     assert [b[0].shape[0] for b in batches] == [4, 4, 2]
     assert batches[0][1].shape == (4, 128, 128)
+
+
+def test_copy_paste_pastes_a_neighbours_pet_with_its_labels():
+    image, mask = _class_coded_example()
+    other_mask = np.full_like(mask, 1)
+    other_mask[10:40, 10:40] = 0  # a square pet, border ring around it
+    other_mask[8:10, 8:42] = 2
+    other_image = np.array([[250, 0, 0], [0, 250, 0], [0, 0, 250]], np.uint8)[other_mask]
+    images = tf.constant(np.stack([image, other_image]))
+    masks = tf.constant(np.stack([mask, other_mask]))
+    seed = tf.constant([1, 2], tf.int64)
+
+    pasted_images, pasted_masks = augment_lib.copy_paste(images, masks, seed, probability=1.0)
+    pasted_images, pasted_masks = pasted_images.numpy(), pasted_masks.numpy()
+    # Example 0 received example 1's pet (and border) where example 1 is not background.
+    region = other_mask != 1
+    np.testing.assert_array_equal(pasted_masks[0][region], other_mask[region])
+    np.testing.assert_array_equal(pasted_masks[0][~region], mask[~region])
+    # Image and mask still agree everywhere (the colour encodes the class).
+    assert np.mean(np.argmax(pasted_images, axis=-1) == pasted_masks) > 0.97
+
+    same_images, same_masks = augment_lib.copy_paste(images, masks, seed, probability=0.0)
+    np.testing.assert_array_equal(same_masks.numpy(), masks.numpy())
+    np.testing.assert_array_equal(same_images.numpy(), images.numpy())
+
+
+def test_training_batches_with_copy_paste_keep_shapes_and_classes():
+    splits = load_splits(DataConfig(synthetic_train_size=8, synthetic_test_size=2))
+    batches = list(
+        data_lib.training_batches(splits.train, 4, seed=0, augmentation="strong", copy_paste=0.5)
+    )
+    assert [b[0].shape for b in batches] == [(4, 128, 128, 3)] * 2
+    assert all(set(np.unique(b[1].numpy())) <= {0, 1, 2} for b in batches)

@@ -72,7 +72,13 @@ def test_constant_schedule_is_the_peak():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("loss", "focal"), ("augmentation", "wild"), ("lr_schedule", "step"), ("weight_decay", -1)],
+    [
+        ("loss", "focal"),
+        ("augmentation", "wild"),
+        ("lr_schedule", "step"),
+        ("weight_decay", -1),
+        ("copy_paste", 1.5),
+    ],
 )
 def test_recipe_settings_are_checked(field, value):
     with pytest.raises(ValueError, match=field):
