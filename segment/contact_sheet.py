@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps
+from segmentation.settings import DEFAULT_MAX_IMAGE_PIXELS
 
 CELL = 192
 PAD = 8
@@ -23,6 +24,7 @@ SHEET_BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 OVERLAY_ALPHA = 0.5
 BACKGROUND_CLASS = 1
+PREVIEW_MAX_PIXELS = DEFAULT_MAX_IMAGE_PIXELS  # the function refuses larger images anyway
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,24 @@ def write(rows: Sequence[Row], path: Path) -> Path:
 
 
 def _open_input(path: Path) -> Image.Image | None:
+    """The input as a small RGB preview, or None (a grey placeholder) for anything that cannot
+    be previewed cheaply: not an image, damaged, or larger than PREVIEW_MAX_PIXELS.
+
+    The sheet is drawn after every upload has its mask or error record, from the user's own
+    files, which may be hostile: no file may stop it (a decompression bomb raised
+    DecompressionBombError, which is no OSError, and ended `segment local run` with a
+    traceback), so every Pillow failure becomes a placeholder.
+    """
     try:
         with Image.open(path) as image:
+            if image.width * image.height > PREVIEW_MAX_PIXELS:
+                return None
             image.seek(0)
+            image.draft("RGB", (CELL, CELL))  # JPEG: decode at a reduced size
+            image.thumbnail((CELL * 2, CELL * 2))
             oriented = ImageOps.exif_transpose(image)
             return oriented.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
+    except Exception:  # Pillow's decoders raise many types on hostile input
         return None
 
 
