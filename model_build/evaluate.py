@@ -10,13 +10,17 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+from segmentation.contract import LOW_CONFIDENCE_THRESHOLD
+from segmentation.model import output_quantization, quality_signals
+from segmentation.results import QualitySignals
 
 from model_build import metrics
 from model_build.config import DEFAULT_SELECTION_THREADS, DEFAULT_TOLERANCE_POINTS
@@ -40,6 +44,8 @@ class VariantResult:
     agreement_with_keras: float
     latency_ms: dict[str, float]  # threads ("1", "2", ...) -> median ms per image
     output_dtype: str
+    # The function's per-mask quality signals over the split (`quality_baseline`); None: unmeasured.
+    quality_signals: dict[str, Any] | None = None
 
 
 @dataclass
@@ -63,23 +69,60 @@ def keras_class_maps(model: keras.Model, images: np.ndarray, batch_size: int = 1
 
 
 def tflite_class_maps(
-    model_path: Path, images: np.ndarray, num_threads: int
+    model_path: Path,
+    images: np.ndarray,
+    num_threads: int,
+    signals: list[QualitySignals] | None = None,
 ) -> tuple[np.ndarray, list[float], str]:
-    """Runs a batch-1 TFLite model image by image: (class maps, per-image ms, output dtype)."""
+    """Runs a batch-1 TFLite model image by image: (class maps, per-image ms, output dtype).
+
+    With a `signals` list, each image's quality signals (segmentation.model.quality_signals, the
+    function's own computation, dequantizing with the output's scale and zero point) are
+    appended to it, outside the timed span.
+    """
     interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
     interpreter.allocate_tensors()
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
+    scale, zero_point = output_quantization(output_detail)
     maps, timings = [], []
-    for image in _with_warmup(images):
+    for index, image in enumerate(_with_warmup(images)):
         batch = image[np.newaxis].astype(input_detail["dtype"])
         interpreter.set_tensor(input_detail["index"], batch)
         start = time.perf_counter()
         interpreter.invoke()
         timings.append((time.perf_counter() - start) * 1000.0)
-        maps.append(np.argmax(interpreter.get_tensor(output_detail["index"])[0], axis=-1))
+        logits = interpreter.get_tensor(output_detail["index"])[0]
+        maps.append(np.argmax(logits, axis=-1))
+        if signals is not None and index >= WARMUP_RUNS:
+            signals.append(quality_signals(logits, scale, zero_point))
     maps, timings = maps[WARMUP_RUNS:], timings[WARMUP_RUNS:]
     return np.stack(maps).astype(np.uint8), timings, np.dtype(output_detail["dtype"]).name
+
+
+def quality_baseline(signals: Sequence[QualitySignals]) -> dict[str, Any] | None:
+    """The manifest's `metrics.tflite.quality_signals`: the per-mask signals the function logs,
+    averaged over the images (all at the model's resolution, so also the per-pixel mean), with
+    the spread of the per-image mean confidence (to size an alert's margin). None for no image.
+    """
+    if not signals:
+        return None
+    confidence = np.array([s.mean_confidence for s in signals], np.float64)
+    classes = signals[0].class_fractions
+    return {
+        "images": len(signals),
+        "low_confidence_threshold": LOW_CONFIDENCE_THRESHOLD,
+        "mean_confidence": round(float(confidence.mean()), 4),
+        "mean_confidence_std": round(float(confidence.std()), 4),
+        "mean_confidence_p05": round(float(np.percentile(confidence, 5)), 4),
+        "low_confidence_fraction": round(
+            float(np.mean([s.low_confidence_fraction for s in signals])), 4
+        ),
+        "class_fractions": {
+            name: round(float(np.mean([s.class_fractions[name] for s in signals])), 4)
+            for name in classes
+        },
+    }
 
 
 def _with_warmup(images: np.ndarray) -> list[np.ndarray]:
@@ -117,7 +160,8 @@ def _evaluate_variant(
     threads: tuple[int, ...],
     latency_samples: int,
 ) -> VariantResult:
-    maps, _, output_dtype = tflite_class_maps(path, images, num_threads=max(threads))
+    signals: list[QualitySignals] = []
+    maps, _, output_dtype = tflite_class_maps(path, images, max(threads), signals)
     scores = metrics.summarize(metrics.confusion_matrix(masks, maps, NUM_CLASSES), CLASS_NAMES)
     latency = {}
     for count in threads:
@@ -133,6 +177,7 @@ def _evaluate_variant(
         agreement_with_keras=metrics.agreement(maps, keras_maps),
         latency_ms=latency,
         output_dtype=output_dtype,
+        quality_signals=quality_baseline(signals),
     )
 
 

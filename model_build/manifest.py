@@ -31,6 +31,7 @@ from segmentation.contract import (
     MANIFEST_FILE,
     MODEL_FILE,
     OUTPUT_KIND,
+    QUALITY_SIGNALS,
     SCHEMA_FILE,
     SCHEMA_VERSION,
 )
@@ -178,6 +179,9 @@ def build_manifest(
                 "per_class_iou": chosen.per_class_iou,
                 "agreement_with_keras": chosen.agreement_with_keras,
                 "latency_ms": chosen.latency_ms,
+                # The baseline of the function's per-mask quality signals (optional: older
+                # manifests and unmeasured models have none).
+                **({QUALITY_SIGNALS: chosen.quality_signals} if chosen.quality_signals else {}),
             },
         },
         selection={

@@ -38,6 +38,11 @@ OUTPUT_DTYPES = ("float32", "float16", "uint8", "int8")
 OUTPUT_KIND = "logits"
 # The TFLite variants model_build converts; a manifest's `quantization` names one of them.
 VARIANTS = ("float32", "float16", "dynamic_range", "int8")
+# Quality signals (segmentation.model.quality_signals): a pixel is low-confidence when its top
+# class probability is below this. The manifest's optional `metrics.tflite.quality_signals` is the
+# chosen variant's baseline on the test split, measured with the same threshold (and recording it).
+LOW_CONFIDENCE_THRESHOLD = 0.5
+QUALITY_SIGNALS = "quality_signals"
 # A version (and so a path component under the model family): no '/', no leading '.'.
 SAFE_COMPONENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SAFE_COMPONENT = re.compile(SAFE_COMPONENT_PATTERN)

@@ -36,7 +36,7 @@ from segmentation.errors import (
 )
 from segmentation.events import StorageObject, UploadEvent, message_id_of, parse_cloud_event
 from segmentation.model import SegmentationModel
-from segmentation.results import SEVERITY, Outcome, Result, Timings
+from segmentation.results import SEVERITY, Outcome, QualitySignals, Result, Timings
 from segmentation.settings import Settings
 from segmentation.storage import ObjectInfo, ObjectStore
 
@@ -143,9 +143,9 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
             data, max_pixels=settings.max_image_pixels, size=model.input_size
         )
     with timings.measure("infer"):
-        classes = model.predict(decoded.array)
+        prediction = model.segment(decoded.array)
     with timings.measure("encode"):
-        png = imaging.encode_mask(classes, decoded.original_size)
+        png = imaging.encode_mask(prediction.classes, decoded.original_size)
     metadata = {
         **_source_metadata(obj),
         storage.META_MODEL_NAME: model.name,
@@ -156,6 +156,7 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
             f"{storage.META_TIMING_PREFIX}{stage}-ms": f"{ms:.1f}"
             for stage, ms in timings.values.items()
         },
+        **storage.quality_metadata(prediction.quality),
     }
     return _publish(
         job,
@@ -166,6 +167,7 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
         existing=existing_mask,
         outcome=Outcome.MASK_WRITTEN,
         model_version=model.version,
+        quality=prediction.quality,
     )
 
 
@@ -221,6 +223,7 @@ def _publish(
     existing: ObjectInfo | None,
     outcome: Outcome,
     model_version: str | None,
+    quality: QualitySignals | None = None,
 ) -> Result:
     """Writes under the generation rules, then reconciles the other output kind."""
     store, bucket, generation = job.store, job.outputs.bucket, job.obj.generation
@@ -247,7 +250,7 @@ def _publish(
             return Result(Outcome.SUPERSEDED, f"gs://{bucket}/{other_name} is newer")
         if other is not None:
             storage.delete_if_older(store, other, generation)
-    return Result(outcome, f"wrote {uri}", uri, model_version=model_version)
+    return Result(outcome, f"wrote {uri}", uri, model_version=model_version, quality=quality)
 
 
 # --- entry-point wrapper ---------------------------------------------------------------------
@@ -312,6 +315,7 @@ def _log_summary(
         "output": result.output_uri,
         "model_version": result.model_version or _loaded_version(model),
         "timings_ms": {**timings.rounded(), "total": round((time.perf_counter() - start) * 1e3, 1)},
+        "quality": result.quality.rounded() if result.quality else None,
     }
     where = f" {obj.uri}#{obj.generation}" if obj else ""
     level = SEVERITY[result.outcome]

@@ -1,10 +1,10 @@
-"""Outcomes of one message, their log severities, and per-stage timings."""
+"""Outcomes of one message, their log severities, per-stage timings and a mask's quality signals."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,6 +40,32 @@ SEVERITY = {
 
 
 @dataclass(frozen=True)
+class QualitySignals:
+    """How sure the model was about one mask, from its logits (segmentation.model computes them).
+
+    * `mean_confidence`: mean over pixels of the top class's softmax probability;
+    * `low_confidence_fraction`: share of pixels whose top probability is below
+      contract.LOW_CONFIDENCE_THRESHOLD;
+    * `class_fractions`: share of pixels per class of the class map, at the model's resolution.
+
+    The field names are the keys of the summary log line's `quality` object and of the manifest's
+    baseline (`metrics.tflite.quality_signals`).
+    """
+
+    mean_confidence: float
+    low_confidence_fraction: float
+    class_fractions: Mapping[str, float]
+
+    def rounded(self, digits: int = 4) -> dict[str, object]:
+        """The log line's `quality` object (JSON-ready, rounded)."""
+        return {
+            "mean_confidence": round(self.mean_confidence, digits),
+            "low_confidence_fraction": round(self.low_confidence_fraction, digits),
+            "class_fractions": {k: round(v, digits) for k, v in self.class_fractions.items()},
+        }
+
+
+@dataclass(frozen=True)
 class Result:
     """What happened to one message. `output_uri` is the object written or found."""
 
@@ -48,6 +74,7 @@ class Result:
     output_uri: str | None = None
     reason: str | None = None
     model_version: str | None = None
+    quality: QualitySignals | None = None  # the mask's, when one was written
 
 
 @dataclass

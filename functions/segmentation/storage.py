@@ -30,6 +30,7 @@ from segmentation.errors import (
     StorageUnavailableError,
     WriteConflictError,
 )
+from segmentation.results import QualitySignals
 
 MASK_PREFIX = "masks/"
 ERROR_PREFIX = "errors/"
@@ -50,6 +51,10 @@ META_ERROR_REASON = "error-reason"
 META_IMAGE_WIDTH = "image-width"
 META_IMAGE_HEIGHT = "image-height"
 META_TIMING_PREFIX = "timing-"  # timing-download-ms, timing-decode-ms, ...
+# A mask's quality signals (segmentation.results.QualitySignals), 4 decimals each.
+META_MEAN_CONFIDENCE = "quality-mean-confidence"
+META_LOW_CONFIDENCE_FRACTION = "quality-low-confidence-fraction"
+META_CLASS_FRACTION_PREFIX = "quality-fraction-"  # quality-fraction-pet, -background, -border
 
 WRITE_ATTEMPTS = 3
 REQUEST_TIMEOUT_S = 60.0
@@ -143,6 +148,21 @@ def _escape_dot_segment(segment: str) -> str:
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def quality_metadata(signals: QualitySignals) -> dict[str, str]:
+    """A mask's quality signals as custom metadata (string values, as GCS stores them)."""
+    return {
+        META_MEAN_CONFIDENCE: f"{signals.mean_confidence:.4f}",
+        META_LOW_CONFIDENCE_FRACTION: f"{signals.low_confidence_fraction:.4f}",
+        **{
+            f"{META_CLASS_FRACTION_PREFIX}{name}": f"{fraction:.4f}"
+            for name, fraction in signals.class_fractions.items()
+        },
+    }
 
 
 # --- generation-guarded operations -----------------------------------------------------------
