@@ -146,6 +146,22 @@ def _write_quality_sheet(
     return quality_sheet.write(examples, path, title)
 
 
+# The training config keys a manifest records: enough to tell two recipes apart.
+RECIPE_KEYS = (
+    "fine_tune_epochs",
+    "encoder_weights",
+    "batch_size",
+    "learning_rate",
+    "loss",
+    "augmentation",
+    "copy_paste",
+    "lr_schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "validation_fraction",
+)
+
+
 def _training_summary(facts: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "dataset",
@@ -158,7 +174,7 @@ def _training_summary(facts: dict[str, Any]) -> dict[str, Any]:
     )
     summary = {k: facts[k] for k in keys if k in facts}
     config = facts.get("config", {})
-    for key in ("fine_tune_epochs", "encoder_weights", "batch_size", "learning_rate"):
+    for key in RECIPE_KEYS:
         if key in config:
             summary[key] = config[key]
     return summary

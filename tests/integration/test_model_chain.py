@@ -63,6 +63,8 @@ def test_the_chain_produces_a_model_directory_with_real_metrics(model_run_dir):
     variant_bytes = (model_run_dir / "tflite" / f"{chosen['quantization']}.tflite").read_bytes()
     assert model_bytes == variant_bytes
     assert chosen["training"]["epochs"] == 2 and chosen["training"]["dataset"] == "synthetic"
+    recipe = {k: chosen["training"][k] for k in ("loss", "augmentation", "lr_schedule")}
+    assert recipe == {"loss": "ce_dice", "augmentation": "strong", "lr_schedule": "cosine"}
     assert chosen["selection"]["tolerance_miou_points"] == 1.0
     # float32 is the Keras graph itself: its masks agree with Keras almost everywhere.
     assert evaluation["variants"]["float32"]["agreement_with_keras"] > 0.99
