@@ -55,8 +55,9 @@ def render(rows: Sequence[Row]) -> Image.Image:
         if mask is not None:
             coloured = mask.convert("RGB")
             cells[1] = coloured
-            if source is not None and source.size == mask.size:
-                cells[2] = _overlay(source, mask)
+            if source is not None and _same_aspect(source.size, mask.size):
+                small_mask = mask.resize(source.size, Image.Resampling.NEAREST)
+                cells[2] = _overlay(source, small_mask)
         for column, image in enumerate(cells):
             left = PAD + column * (CELL + PAD)
             box = (left, top + CAPTION, left + CELL, top + CAPTION + CELL)
@@ -95,6 +96,12 @@ def _open_input(path: Path) -> Image.Image | None:
             return oriented.convert("RGB")
     except Exception:  # Pillow's decoders raise many types on hostile input
         return None
+
+
+def _same_aspect(preview: tuple[int, int], mask: tuple[int, int]) -> bool:
+    """True when the (possibly shrunk) preview has the mask's shape, to a pixel of rounding."""
+    (pw, ph), (mw, mh) = preview, mask
+    return abs(pw * mh - ph * mw) <= max(mw, mh)
 
 
 def _open_mask(png: bytes | None) -> Image.Image | None:

@@ -1,7 +1,8 @@
-"""The contact sheet never stops on a file the function handles: hostile inputs get a placeholder."""
+"""The contact sheet never stops on a file the function handles: hostile input, a placeholder."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -34,3 +35,18 @@ def test_a_large_jpeg_is_previewed_small(tmp_path):
     preview = contact_sheet._open_input(path)
     assert preview is not None and max(preview.size) <= 2 * contact_sheet.CELL
     assert preview.getpixel((10, 10))[0] > 150
+
+
+def test_a_large_input_still_gets_its_overlay(tmp_path):
+    """The preview is shrunk; the mask (at the input's full size) is shrunk to match it."""
+    from segmentation.imaging import encode_mask
+
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (1200, 900), (30, 30, 200)).save(path, quality=80)
+    classes = np.zeros((90, 120), np.uint8)  # all "pet": the overlay tints every pixel
+    mask_png = encode_mask(classes, (1200, 900))
+    sheet = contact_sheet.render([contact_sheet.Row("large.jpg", path, mask_png)])
+    left = contact_sheet.PAD + 2 * (contact_sheet.CELL + contact_sheet.PAD)
+    top = contact_sheet.PAD + contact_sheet.CAPTION + contact_sheet.CELL // 2
+    r, _, b = sheet.getpixel((left + contact_sheet.CELL // 2, top))
+    assert r > 100 and b < 150  # orange over blue, not the grey backdrop
