@@ -22,7 +22,7 @@ from segmentation.contract import LOW_CONFIDENCE_THRESHOLD
 from segmentation.model import output_quantization, quality_signals
 from segmentation.results import QualitySignals
 
-from model_build import metrics
+from model_build import metrics, progress
 from model_build.config import DEFAULT_SELECTION_THREADS, DEFAULT_TOLERANCE_POINTS
 from model_build.model import CLASS_NAMES, NUM_CLASSES
 
@@ -143,7 +143,7 @@ def evaluate(
         metrics.confusion_matrix(masks, keras_maps, NUM_CLASSES), CLASS_NAMES
     )
     evaluation = Evaluation(examples=len(images), keras=keras_scores)
-    for variant, path in variant_paths.items():
+    for variant, path in progress.bar(variant_paths.items(), "evaluate", "variant"):
         evaluation.variants[variant] = _evaluate_variant(
             variant, Path(path), images, masks, keras_maps, threads, latency_samples
         )

@@ -25,7 +25,7 @@ from segmentation.imaging import decode_image, encode_mask
 from segmentation.model import load_model
 from segmentation.settings import DEFAULT_MAX_IMAGE_PIXELS
 
-from model_build import metrics, oxford_folder, quality_sheet
+from model_build import metrics, oxford_folder, progress, quality_sheet
 from model_build.model import CLASS_NAMES, NUM_CLASSES
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def score_folder(
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
         result = ServingScore(model.version, model.manifest.raw["quantization"], split, 0, {})
         examples: list[quality_sheet.Example] = []
-        for name in names:
+        for name in progress.bar(names, f"score {split}", "photo"):
             try:
                 photo, truth, predicted = _segment_one(model, root, name)
             except oxford_folder.ExampleSkippedError as skip:

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build import config
+from model_build import config, progress
 from model_build import data as data_lib
 from model_build import losses as losses_lib
 from model_build import model as model_lib
@@ -170,7 +170,7 @@ def _train_phases(
             epochs=end_epoch,
             steps_per_epoch=config.steps_per_epoch,
             callbacks=callbacks,
-            verbose=2,
+            verbose=progress.keras_verbosity(),
         )
         state.phase_done.append(phase)
         state.epoch = end_epoch  # early stopping ends the phase too

@@ -133,3 +133,25 @@ def test_help_loads_no_tensorflow_and_shows_defaults():
     )
     assert result.stdout.strip() == "[] True"
     assert result.stderr == ""
+
+
+def test_progress_is_plain_when_nobody_watches(monkeypatch, capsys):
+    """Bars only on a terminal: the VM's logs and CI keep one line per epoch."""
+    import io
+
+    from model_build import progress
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert list(progress.bar(range(3), "evaluate", "variant")) == [0, 1, 2]
+    assert progress.keras_verbosity() == 2
+    assert capsys.readouterr().err == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert progress.keras_verbosity() == 1
+    assert list(progress.bar(range(3), "evaluate", "variant")) == [0, 1, 2]
+    assert "evaluate" in terminal.getvalue()
