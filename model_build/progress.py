@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+
 from tqdm import tqdm
+
 
 def interactive() -> bool:
     return sys.stderr.isatty()
