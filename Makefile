@@ -78,14 +78,19 @@ demo: setup ## Run the local stack on samples/ (masks, error record, contact she
 	$(VENV)/bin/segment local run $(filter-out %.py %.md,$(wildcard samples/*)) --out $(DEMO_OUT)
 	@echo "contact sheet: $(DEMO_OUT)/contact-sheet.png  (README image: cp it to docs/img/contact-sheet.png)"
 
-lock: ## Re-resolve the locks: requirements/dev.lock, checkov.txt, then functions/requirements.txt (within dev.lock)
+lock: ## Re-resolve the locks (dev, checkov, uv; hashed, within dev.lock: functions/ and the GPU VM)
 	$(UV) pip compile requirements/dev.in --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/dev.lock
 	$(UV) pip compile requirements/checkov.in --python-version 3.12 \
 	  --python-platform x86_64-manylinux_2_28 -o requirements/checkov.txt
+	cd requirements && ../$(UV) pip compile uv.in --python-version 3.12 --generate-hashes \
+	  --custom-compile-command "make lock" -o uv.txt
 	cd requirements && ../$(UV) pip compile functions.in -c dev.lock --python-version 3.12 \
-	  --python-platform x86_64-manylinux_2_28 --annotation-style line \
+	  --python-platform x86_64-manylinux_2_28 --annotation-style line --generate-hashes \
 	  --custom-compile-command "make lock" -o ../functions/requirements.txt
+	cd requirements && ../$(UV) pip compile gpu.in -c dev.lock --python-version 3.12 \
+	  --python-platform x86_64-manylinux_2_28 --annotation-style line --generate-hashes \
+	  --custom-compile-command "make lock" -o ../model_build/requirements-gpu.txt
 
 clean: ## Remove virtualenvs and caches
 	rm -rf $(VENV) $(TFLITE_VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache

@@ -77,3 +77,25 @@ output "upload_example" {
   description = "How to upload an image for segmentation."
   value       = "gcloud storage cp ./cat.jpg gs://${module.storage.input_bucket}/${var.notification_prefix}cat.jpg"
 }
+
+output "monitoring_dashboard_id" {
+  description = "Id of the Cloud Monitoring dashboard (null when monitoring is disabled)."
+  value       = one(module.monitoring[*].dashboard_id)
+}
+
+output "log_metric_types" {
+  description = "Metric types of the log-based metrics read from the function's summary lines (null when monitoring is disabled)."
+  value       = one(module.monitoring[*].log_metric_types)
+}
+
+# --- Cloud Build ---------------------------------------------------------------------------------
+
+output "cloudbuild_ci_service_account" {
+  description = "Identity of the test build (cloudbuild.yaml): writes build logs, cannot deploy."
+  value       = google_service_account.cloudbuild_ci.email
+}
+
+output "cloudbuild_deployer_service_account" {
+  description = "Identity of the deploy build (cloudbuild-deploy.yaml); its project roles are granted once by a project admin (docs/deploy.md)."
+  value       = google_service_account.cloudbuild_deployer.email
+}

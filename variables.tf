@@ -281,3 +281,65 @@ variable "training_enable_iap_ssh" {
   description = "Allow SSH to the training VM through IAP (debugging)."
   default     = false
 }
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+variable "monitoring_enabled" {
+  type        = bool
+  description = "Create the log-based metrics, alert policies and dashboard of infra/monitoring."
+  default     = true
+}
+
+variable "alert_email" {
+  type        = string
+  description = "Email address the alert policies notify. null = no notification channel (incidents only show in the console)."
+  default     = null
+}
+
+variable "alert_dead_letter_backlog" {
+  type        = number
+  description = "Alert when the dead-letter subscription holds more than this many messages (0 = any dead letter)."
+  default     = 0
+}
+
+variable "alert_oldest_unacked_age_seconds" {
+  type        = number
+  description = "Alert when the push subscription's oldest unacknowledged upload event is older than this (seconds) for 5 minutes."
+  default     = 1800
+}
+
+variable "alert_error_records_per_minute" {
+  type        = number
+  description = "Alert when error records (uploads that cannot be segmented) are written faster than this per minute over 15 minutes."
+  default     = 1
+}
+
+variable "alert_latency_p95_ms" {
+  type        = number
+  description = "Alert when the p95 end-to-end latency of written masks stays above this many milliseconds for 10 minutes."
+  default     = 10000
+}
+
+variable "mean_confidence_baseline" {
+  type        = number
+  description = "Mean confidence per mask of the served model on its test split: metrics.tflite.quality_signals.mean_confidence in its manifest.json. null = no quality alert."
+  default     = null
+}
+
+variable "mean_confidence_margin" {
+  type        = number
+  description = "Alert when the hourly mean confidence of the masks falls more than this below mean_confidence_baseline."
+  default     = 0.1
+}
+
+# --- Cloud Build ---------------------------------------------------------------------------------
+
+variable "cloudbuild_github" {
+  type = object({
+    owner         = string
+    name          = string
+    deploy_branch = optional(string, "main")
+  })
+  description = "GitHub repository (owner, name), connected to Cloud Build through the Cloud Build GitHub App, to create the two build triggers for: <prefix>-test runs cloudbuild.yaml on every push as the ci account, <prefix>-deploy runs cloudbuild-deploy.yaml (_APPLY=true) on pushes to deploy_branch as the deployer account, after an approval. null = no triggers (run the builds by hand, docs/deploy.md)."
+  default     = null
+}

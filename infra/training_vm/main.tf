@@ -19,18 +19,6 @@ locals {
   }
   # package name -> object in the source bucket: training/<package>-<sha256>.zip
   source_objects = { for name, hash in local.source_hashes : name => "training/${name}-${hash}.zip" }
-
-  # Every variable the template uses; tests/iac renders the template with these keys.
-  startup_vars = {
-    models_bucket    = var.models_bucket
-    source_bucket    = var.source_bucket
-    source_objects   = local.source_objects
-    default_run_id   = var.run_id
-    epochs           = var.epochs == null ? "" : tostring(var.epochs)
-    fine_tune_epochs = var.fine_tune_epochs == null ? "" : tostring(var.fine_tune_epochs)
-    uv_version       = var.uv_version
-    source_commit    = var.source_commit
-  }
 }
 
 # --- source --------------------------------------------------------------------------------------
@@ -47,6 +35,25 @@ data "archive_file" "source" {
   output_path      = "${var.archive_output_dir}/training-${each.key}.zip"
   output_file_mode = "0644"
   excludes         = ["**/__pycache__/**", "**/*.pyc", ".*"]
+}
+
+locals {
+  # Every variable the template uses; tests/iac renders the template with these keys.
+  startup_vars = {
+    models_bucket  = var.models_bucket
+    source_bucket  = var.source_bucket
+    source_objects = local.source_objects
+    # sha256 of each zip as uploaded: the VM checks what it downloads against it (sha256sum -c).
+    source_sha256    = { for name, archive in data.archive_file.source : name => archive.output_sha256 }
+    default_run_id   = var.run_id
+    epochs           = var.epochs == null ? "" : tostring(var.epochs)
+    fine_tune_epochs = var.fine_tune_epochs == null ? "" : tostring(var.fine_tune_epochs)
+    uv_version       = var.uv_version
+    uv_wheel_url     = var.uv_wheel_url
+    uv_wheel_sha256  = var.uv_wheel_sha256
+    python_version   = var.python_version
+    source_commit    = var.source_commit
+  }
 }
 
 resource "google_storage_bucket_object" "source" {
@@ -250,6 +257,12 @@ resource "google_compute_instance" "trainer" {
     # Training is started on demand and stops itself: an apply must neither stop a running
     # training nor undo the run id the train step set.
     ignore_changes = [desired_status, metadata["training-run-id"]]
+
+    # The startup script takes uv-<uv_version>.data/scripts/uv out of the wheel.
+    precondition {
+      condition     = startswith(basename(var.uv_wheel_url), "uv-${var.uv_version}-")
+      error_message = "uv_wheel_url must be the wheel of uv_version (uv-<uv_version>-...whl)."
+    }
   }
 
   depends_on = [

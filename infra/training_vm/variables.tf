@@ -174,8 +174,41 @@ variable "source_commit" {
 
 variable "uv_version" {
   type        = string
-  description = "uv release the startup script installs (the same as the Makefile's); uv then installs Python 3.12 (the DLVM image ships 3.10)."
+  description = "uv release the startup script installs (requirements/uv.txt, the Makefile's UV_VERSION); uv then installs Python (the DLVM image ships 3.10)."
   default     = "0.13.9"
+}
+
+variable "uv_wheel_url" {
+  type        = string
+  description = "PyPI URL of uv_version's manylinux x86_64 wheel; the startup script downloads it, checks uv_wheel_sha256 and takes the uv binary out of it (no install script runs)."
+  default     = "https://files.pythonhosted.org/packages/3d/aa/26d64642d808de4a652579ef950d7cd2d37f080a8babf9c67c6b75fc4c3f/uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+
+  validation {
+    condition     = can(regex("^https://files\\.pythonhosted\\.org/packages/.+/uv-[0-9][^/-]*-py3-none-manylinux[^/]*x86_64[^/]*\\.whl$", var.uv_wheel_url))
+    error_message = "uv_wheel_url must be a uv manylinux x86_64 wheel on files.pythonhosted.org."
+  }
+}
+
+variable "uv_wheel_sha256" {
+  type        = string
+  description = "sha256 of the wheel at uv_wheel_url (one of the hashes requirements/uv.txt lists); the startup script refuses any other file."
+  default     = "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19"
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.uv_wheel_sha256))
+    error_message = "uv_wheel_sha256 must be 64 lowercase hex digits."
+  }
+}
+
+variable "python_version" {
+  type        = string
+  description = "Exact Python release uv installs for model_build (3.12, docs/architecture.md decision 1); uv checks the download against the sha256 recorded in its release."
+  default     = "3.12.16"
+
+  validation {
+    condition     = can(regex("^3\\.12\\.[0-9]+$", var.python_version))
+    error_message = "python_version must be an exact 3.12.x release."
+  }
 }
 
 variable "subnet_cidr" {

@@ -11,6 +11,7 @@ imports `segmentation` from what it unpacked.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -277,7 +278,8 @@ def test_rendered_script_without_segmentation_fails_before_training(terraform_bi
     script = render_repo_script(source_objects=only_model_build)
     assert "segmentation.zip" not in script
     check = script.index("for package in model_build segmentation; do")
-    assert check < script.index('"$UV" python install 3.12')
+    assert check < script.index('curl -fsSL --retry 3 -o "$UV_WHEEL"')
+    assert check < script.index('"$UV" python install')
     assert bash_syntax(script)[0]
 
 
@@ -316,39 +318,50 @@ def _executable(path: Path, text: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def test_the_vm_source_step_yields_importable_packages(terraform_bin: str, tmp_path: Path):
-    bucket = "example-source"
-    objects = {
-        "model_build": "training/model_build-1111.zip",
-        "segmentation": "training/segmentation-2222.zip",
-    }
+SOURCE_BUCKET = "example-source"
+SOURCE_OBJECTS = {
+    "model_build": "training/model_build-1111.zip",
+    "segmentation": "training/segmentation-2222.zip",
+}
+
+
+def _fake_gcs(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The two archives as the module uploads them, and their sha256 (Terraform's output_sha256)."""
     gcs = tmp_path / "gcs"
+    digests = {}
     for name, directory in (
         ("model_build", REPO_ROOT / "model_build"),
         ("segmentation", REPO_ROOT / "functions" / "segmentation"),
     ):
-        target = gcs / bucket / objects[name]
+        target = gcs / SOURCE_BUCKET / SOURCE_OBJECTS[name]
         target.parent.mkdir(parents=True, exist_ok=True)
         _zip_like_archive_file(directory, target)
+        digests[name] = hashlib.sha256(target.read_bytes()).hexdigest()
+    return gcs, digests
 
-    script = render_repo_script(source_bucket=bucket, source_objects=objects)
+
+def _run_source_step(
+    tmp_path: Path, gcs: Path, digests: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The rendered source step (fetch, sha256 check, unpack) with a fake gcloud."""
+    script = render_repo_script(
+        source_bucket=SOURCE_BUCKET, source_objects=SOURCE_OBJECTS, source_sha256=digests
+    )
     start, end = script.index("# Source:"), script.index("# Python 3.12")
     step = script[start:end]
 
     fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
+    fake_bin.mkdir(exist_ok=True)
     _executable(fake_bin / "gcloud", FAKE_GCLOUD)
     if shutil.which("unzip") is None:
         _executable(fake_bin / "unzip", FAKE_UNZIP.replace("{python}", sys.executable))
     workdir = tmp_path / "opt"
     prologue = (
         "set -euo pipefail\n"
-        f'WORKDIR="{workdir}"\nRUN_DIR="{tmp_path / "run"}"\nSOURCE_BUCKET="{bucket}"\n'
+        f'WORKDIR="{workdir}"\nRUN_DIR="{tmp_path / "run"}"\nSOURCE_BUCKET="{SOURCE_BUCKET}"\n'
     )
-    # A stale tree from an earlier boot must not survive.
-    (workdir / "src" / "stale").mkdir(parents=True)
     env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", FAKE_GCS=str(gcs))
-    result = subprocess.run(
+    return subprocess.run(
         ["bash", "-c", prologue + step],
         env=env,
         capture_output=True,
@@ -356,7 +369,35 @@ def test_the_vm_source_step_yields_importable_packages(terraform_bin: str, tmp_p
         timeout=60,
         check=False,
     )
+
+
+def test_a_source_archive_that_is_not_the_uploaded_one_is_never_unpacked(
+    terraform_bin: str, tmp_path: Path
+):
+    gcs, digests = _fake_gcs(tmp_path)
+    # Someone replaced the segmentation object after the apply.
+    tampered = gcs / SOURCE_BUCKET / SOURCE_OBJECTS["segmentation"]
+    with zipfile.ZipFile(tampered, "a") as archive:
+        archive.writestr("backdoor.py", "raise SystemExit('not the reviewed code')\n")
+    result = _run_source_step(tmp_path, gcs, digests)
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout + result.stderr
+    assert f"{SOURCE_OBJECTS['segmentation']} is not the archive Terraform uploaded" in (
+        result.stderr
+    )
+    src = tmp_path / "opt" / "src"
+    assert (src / "model_build" / "__main__.py").is_file()  # checked, then unpacked
+    assert not (src / "segmentation").exists()
+
+
+def test_the_vm_source_step_yields_importable_packages(terraform_bin: str, tmp_path: Path):
+    gcs, digests = _fake_gcs(tmp_path)
+    workdir = tmp_path / "opt"
+    # A stale tree from an earlier boot must not survive.
+    (workdir / "src" / "stale").mkdir(parents=True)
+    result = _run_source_step(tmp_path, gcs, digests)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.count(": OK") == 2  # sha256sum --check, once per archive
 
     src = workdir / "src"
     assert sorted(p.name for p in src.iterdir()) == ["model_build", "segmentation"]

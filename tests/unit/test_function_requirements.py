@@ -1,6 +1,16 @@
-"""functions/requirements.txt is the deploy unit's full lock: every distribution pinned, the same
-versions the test suite runs with (requirements/dev.lock), and every module functions/ imports
-provided by it (Cloud Functions installs nothing else)."""
+"""The hashed locks of what runs in the cloud, compiled by `make lock` within the versions the test
+suite runs with (requirements/dev.lock):
+
+* functions/requirements.txt, the deploy unit's full lock: every distribution pinned and hashed
+  (pip, which Cloud Functions' build runs, then installs in hash-checking mode), the tested
+  versions, and every module functions/ imports provided by it (Cloud Functions installs nothing
+  else);
+* model_build/requirements-gpu.txt, the training VM's full lock (requirements/gpu.in:
+  tensorflow[and-cuda] and model_build's other direct dependencies), every pin hashed (the VM
+  installs it with `uv pip sync --require-hashes`), every package dev.lock also has at dev.lock's
+  version;
+* requirements/uv.txt, the hashed pin of uv itself (Makefile, Cloud Build, the training VM).
+"""
 
 from __future__ import annotations
 
@@ -12,25 +22,27 @@ from importlib.machinery import ModuleSpec
 from importlib.metadata import distributions
 from pathlib import Path
 
+import pytest
+
+from tools.iac.locks import LockError, Pin, canonical, parse_lock, read_lock
+
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s#;]+)")
+REQUIREMENTS = ROOT / "requirements"
+DEPLOY_LOCK = FUNCTIONS / "requirements.txt"
+GPU_LOCK = ROOT / "model_build" / "requirements-gpu.txt"
+UV_LOCK = REQUIREMENTS / "uv.txt"
+DEV_LOCK = REQUIREMENTS / "dev.lock"
+HASHED_LOCKS = [DEPLOY_LOCK, GPU_LOCK, UV_LOCK]
 
 
 def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonical(name)
 
 
 def _pins(path: Path) -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = PIN.match(stripped)
-        assert match, f"{path.name}: not an exact pin: {line!r}"
-        pins[_canonical(match.group(1))] = match.group(2)
-    return pins
+    """Name -> version of every pin (LockError on anything but exact pins)."""
+    return {name: pin.version for name, pin in read_lock(path).items()}
 
 
 def _imported_top_level_modules() -> set[str]:
@@ -54,16 +66,16 @@ def _imported_top_level_modules() -> set[str]:
 
 
 def test_every_distribution_is_pinned_to_the_tested_version() -> None:
-    deployed = _pins(FUNCTIONS / "requirements.txt")
-    tested = _pins(ROOT / "requirements" / "dev.lock")
+    deployed = _pins(DEPLOY_LOCK)
+    tested = _pins(DEV_LOCK)
     assert len(deployed) > 5, "functions/requirements.txt holds only the direct dependencies"
     drift = {n: (v, tested.get(n)) for n, v in deployed.items() if tested.get(n) != v}
     assert not drift, f"deployed vs tested (dev.lock) versions differ, run `make lock`: {drift}"
 
 
 def test_direct_dependencies_come_from_functions_in() -> None:
-    direct = _pins(ROOT / "requirements" / "functions.in")
-    deployed = _pins(FUNCTIONS / "requirements.txt")
+    direct = _pins(REQUIREMENTS / "functions.in")
+    deployed = _pins(DEPLOY_LOCK)
     assert {n: deployed.get(n) for n in direct} == direct
 
 
@@ -92,7 +104,7 @@ def _distribution_of(spec: ModuleSpec) -> str | None:
 
 
 def test_every_module_functions_imports_is_in_the_lock() -> None:
-    deployed = set(_pins(FUNCTIONS / "requirements.txt"))
+    deployed = set(_pins(DEPLOY_LOCK))
     missing = {}
     for module in sorted(_imported_top_level_modules()):
         # The tflite_runtime fallback is imported in try/except; the default runtime is pinned.
@@ -107,3 +119,75 @@ def test_every_module_functions_imports_is_in_the_lock() -> None:
         if owner not in deployed:
             missing[module] = owner or "(not installed here)"
     assert not missing, f"imported by functions/ but not in functions/requirements.txt: {missing}"
+
+
+# --- hashes --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lock", HASHED_LOCKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_pin_has_a_hash(lock: Path) -> None:
+    pins = read_lock(lock)
+    assert pins, f"{lock} pins nothing"
+    unhashed = sorted(name for name, pin in pins.items() if not pin.hashes)
+    assert not unhashed, f"{lock.name}: pins without --hash (run `make lock`): {unhashed}"
+
+
+def test_the_lock_reader_refuses_what_is_not_an_exact_pin() -> None:
+    sha = "0" * 64
+    pins = parse_lock(f"A_b==1.0 \\\n    --hash=sha256:{sha}\n    # via x\nc[x,y]==2  # via z\n")
+    assert pins == {
+        "a-b": Pin("a-b", "1.0", (), (sha,)),
+        "c": Pin("c", "2", ("x", "y"), ()),
+    }
+    for text in ("a>=1\n", "a==1 --hash=md5:abc\n", "-r other.txt\n", "a==1\na==2\n"):
+        with pytest.raises(LockError):
+            parse_lock(text)
+
+
+# --- the training VM's GPU lock -------------------------------------------------------------------
+
+
+def test_gpu_lock_has_the_versions_dev_lock_tested() -> None:
+    gpu = _pins(GPU_LOCK)
+    tested = _pins(DEV_LOCK)
+    shared = set(gpu) & set(tested)
+    assert len(shared) > 40, f"only {sorted(shared)} shared with dev.lock: not compiled with -c?"
+    drift = {n: (gpu[n], tested[n]) for n in sorted(shared) if gpu[n] != tested[n]}
+    assert not drift, f"GPU lock vs tested (dev.lock) versions differ, run `make lock`: {drift}"
+    # The GPU build of TensorFlow is the release the suite tests as tensorflow-cpu.
+    assert gpu["tensorflow"] == tested["tensorflow-cpu"]
+
+
+def test_gpu_lock_keeps_the_meaning_of_gpu_in() -> None:
+    direct = read_lock(REQUIREMENTS / "gpu.in")
+    gpu = read_lock(GPU_LOCK)
+    assert {n: gpu[n].version for n in direct if n in gpu} == {
+        n: pin.version for n, pin in direct.items()
+    }
+    # tensorflow[and-cuda]: the CUDA libraries come from pip, so the lock holds them.
+    assert direct["tensorflow"].extras == ("and-cuda",)
+    cuda = {n for n in gpu if n.startswith("nvidia-") and n.endswith("-cu12")}
+    for library in ("cublas", "cudnn", "cuda-runtime", "cufft", "cusparse", "nccl"):
+        assert f"nvidia-{library}-cu12" in cuda, f"tensorflow[and-cuda] needs nvidia-{library}"
+    assert "tensorflow-cpu" not in gpu
+
+
+def test_gpu_lock_holds_the_build_requirements_of_its_source_distributions() -> None:
+    # The VM passes the lock as --build-constraints too, so a source distribution in it (such as
+    # promise) is built with these hashed setuptools/wheel, never with an unpinned download.
+    gpu = read_lock(GPU_LOCK)
+    assert gpu["setuptools"].hashes
+    assert gpu["wheel"].hashes
+
+
+# --- uv ------------------------------------------------------------------------------------------
+
+
+def test_uv_lock_pins_the_makefile_uv_version() -> None:
+    uv = read_lock(UV_LOCK)
+    assert set(uv) == {"uv"}
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(r"^UV_VERSION\s*:=\s*(\S+)$", makefile, re.M)
+    assert match, "Makefile has no UV_VERSION"
+    assert uv["uv"].version == match.group(1)
+    assert read_lock(REQUIREMENTS / "uv.in")["uv"].version == match.group(1)

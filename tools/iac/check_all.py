@@ -7,9 +7,10 @@ checks as pytest tests, with negative cases).
 2. schema check against google 6.50 / archive 2.7 (check_schema);
 3. structural checks (check_structure);
 4. checkov with .checkov.yaml (check_checkov);
-5. cloudbuild.yaml: JSON schema, gcloud's parser, lint (check_cloudbuild);
-6. the training VM's startup script rendered by ``terraform console`` passes ``bash -n``
-   (check_startup).
+5. cloudbuild.yaml and cloudbuild-deploy.yaml: JSON schema, gcloud's parser, lint
+   (check_cloudbuild);
+6. the training VM's startup script rendered by ``terraform console`` passes ``bash -n`` and
+   installs only pinned, hash-checked things (check_startup).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ STEPS: dict[str, Callable[[], int]] = {
     "schema": lambda: check_schema.main([]),
     "structure": lambda: check_structure.main([]),
     "checkov": lambda: check_checkov.main([]),
-    "cloudbuild.yaml": lambda: check_cloudbuild.main([]),
+    "cloudbuild configs": lambda: check_cloudbuild.main([]),
     "startup script": check_startup.main,
 }
 

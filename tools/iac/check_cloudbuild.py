@@ -1,4 +1,5 @@
-"""Checks of cloudbuild.yaml, offline.
+"""Checks of the Cloud Build configs, offline: cloudbuild.yaml (the test build) and
+cloudbuild-deploy.yaml (the deploy build).
 
 * ``check-jsonschema --builtin-schema vendor.cloudbuild`` (the SchemaStore schema of a build
   config, vendored in check-jsonschema);
@@ -11,12 +12,22 @@
 * a lint of what neither catches: step ids present and unique, ``waitFor`` naming earlier steps,
   builder images from an allow-list with pinned terraform, every ``$_VAR`` / ``${_VAR}`` used is
   declared in ``substitutions`` and every declared one is used (Cloud Build rejects unknown ones
-  only at submit time), and the training step guarded by ``_TRAIN`` defaulting to 'false'.
+  only at submit time), no ``serviceAccount`` in a config (its trigger sets the identity, main.tf);
+  and per build:
+  - the test build runs no deploy command (terraform init/plan/apply, gcloud on resources) and
+    declares no deploy substitution: it runs as the ci account, which cannot deploy;
+  - the deploy build runs no tests and installs no packages (they would run with the deploy
+    identity), ``_APPLY`` and ``_TRAIN`` default to 'false', every ``terraform apply`` sits in a
+    script that checks ``_APPLY`` and refuses an empty ``$COMMIT_SHA`` first, and the training
+    step is guarded by ``_TRAIN``.
+
+``substitute`` applies Cloud Build's substitutions to a step's text, so that tests can run a
+step's script as Cloud Build would (e.g. the apply step without a commit).
 
 Without gcloud on PATH the parser check is skipped, unless the environment variable CI is set
 (tools.in_ci): then it fails.
 
-Run ``python -m tools.iac.check_cloudbuild [FILE]``.
+Run ``python -m tools.iac.check_cloudbuild [FILE ...]`` (default: both configs).
 """
 
 from __future__ import annotations
@@ -35,6 +46,24 @@ from tools.iac import tools
 from tools.iac.hcl import REPO_ROOT
 
 CLOUDBUILD = REPO_ROOT / "cloudbuild.yaml"
+CLOUDBUILD_DEPLOY = REPO_ROOT / "cloudbuild-deploy.yaml"
+# kind -> config: the test build (ci identity) and the deploy build (deployer identity).
+CONFIGS = {"test": CLOUDBUILD, "deploy": CLOUDBUILD_DEPLOY}
+
+# Commands that change or read deployed state: never in the test build.
+DEPLOY_COMMANDS = re.compile(
+    r"\bterraform\s+(init|plan|apply|destroy|import|state|taint|untaint|refresh|output)\b"
+    r"|\bgcloud\s+(compute|functions|run|iam|projects|storage|pubsub|services|secrets|kms"
+    r"|builds\s+(submit|triggers))\b"
+    r"|\bgsutil\b"
+)
+# Commands that run project or third-party code: never with the deploy identity.
+TEST_COMMANDS = re.compile(
+    r"\bmake\b|\bpytest\b|\bpip3?\s+install\b|\buv\s+(pip|sync|run|tool)\b"
+    r"|\bpython3?\s+-m\b|\bnpm\b|\bapt-get\s+install\b"
+)
+# Substitutions that only make sense in the deploy build.
+DEPLOY_SUBSTITUTIONS = ("_APPLY", "_TRAIN", "_TF_STATE_BUCKET", "_TF_STATE_PREFIX")
 
 # Real builder images (Docker Hub official images and Google's builders), pinned where it matters.
 ALLOWED_IMAGES = (
@@ -166,7 +195,31 @@ def used_substitutions(doc: dict[str, Any]) -> set[str]:
     return used
 
 
-def lint(doc: dict[str, Any]) -> list[str]:
+def substitute(text: str, values: dict[str, str]) -> str:
+    """``text`` as Cloud Build runs it: ``$$`` is a literal ``$``, ``$VAR`` / ``${VAR}`` the
+    value (an unset one, like $COMMIT_SHA outside a trigger, the empty string)."""
+
+    def value(match: re.Match[str]) -> str:
+        return values.get(match.group(1) or match.group(2), "")
+
+    return "$".join(_SUBST_RE.sub(value, part) for part in text.split("$$"))
+
+
+def kind_of(path: Path) -> str:
+    """'deploy' for cloudbuild-deploy.yaml, else 'test'."""
+    return "deploy" if path.name == CLOUDBUILD_DEPLOY.name else "test"
+
+
+def step_command(step: dict[str, Any]) -> str:
+    """What a step runs: its entrypoint (or the builder's: terraform, gcloud) and its args."""
+    image = str(step.get("name", ""))
+    entry = step.get("entrypoint")
+    if not entry:
+        entry = "terraform" if "terraform" in image else image.rsplit("/", 1)[-1].partition(":")[0]
+    return " ".join([str(entry), *_strings(step.get("args") or [])])
+
+
+def _lint_common(doc: dict[str, Any]) -> list[str]:
     problems = []
     steps = doc.get("steps") or []
     seen: list[str] = []
@@ -190,17 +243,93 @@ def lint(doc: dict[str, Any]) -> list[str]:
         problems.append(f"substitution ${name} is used but not declared")
     for name in sorted(declared - used):
         problems.append(f"substitution {name} is declared but never used")
-    if (doc.get("substitutions") or {}).get("_TRAIN") != "false":
-        problems.append("_TRAIN must default to 'false' (training runs only on demand)")
-    train = [s for s in steps if "_TRAIN" in " ".join(_strings(s))]
-    if not train:
-        problems.append("no step is guarded by _TRAIN")
+    if "serviceAccount" in doc:
+        problems.append(
+            "serviceAccount is set by the build's trigger (main.tf) or --service-account, "
+            "not in the config (substitutions do not apply there)"
+        )
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else CLOUDBUILD
+def _lint_test_build(doc: dict[str, Any]) -> list[str]:
+    """The test build runs as the ci account: nothing in it may deploy or need deploy rights."""
+    problems = []
+    for step in doc.get("steps") or []:
+        found = DEPLOY_COMMANDS.search(step_command(step))
+        if found:
+            problems.append(
+                f"test build step {step.get('id')!r} runs {found.group(0)!r}: deploy commands "
+                "belong to cloudbuild-deploy.yaml (the test identity cannot deploy)"
+            )
+    for name in DEPLOY_SUBSTITUTIONS:
+        if name in (doc.get("substitutions") or {}):
+            problems.append(f"the test build declares the deploy substitution {name}")
+    if doc.get("availableSecrets") or any(s.get("secretEnv") for s in doc.get("steps") or []):
+        problems.append("the test build gets no secrets")
+    return problems
+
+
+def _guarded_apply_problems(step: dict[str, Any]) -> list[str]:
+    step_id = step.get("id")
+    command = step_command(step)
+    if re.match(r"terraform apply\b", command):
+        return [f"step {step_id!r} applies without a script that checks _APPLY and $COMMIT_SHA"]
+    apply = command.find("terraform apply")
+    if apply < 0:
+        return []
+    problems = []
+    apply_check = re.search(r'"\$\{_APPLY\}" != "true"', command)
+    if not apply_check or apply_check.start() > apply:
+        problems.append(f"step {step_id!r}: terraform apply must be guarded by _APPLY")
+    commit_check = re.search(r'-z "\$COMMIT_SHA"', command)
+    if not commit_check or commit_check.start() > apply:
+        problems.append(
+            f"step {step_id!r}: terraform apply must first refuse a build without a commit "
+            '(if [ -z "$COMMIT_SHA" ] ... exit 1)'
+        )
+    return problems
+
+
+def _lint_deploy_build(doc: dict[str, Any]) -> list[str]:
+    """The deploy build runs as the deployer: no test or third-party code, applies only a
+    commit, and only when asked to."""
+    problems = []
+    subs = doc.get("substitutions") or {}
+    for name in ("_APPLY", "_TRAIN"):
+        if subs.get(name) != "false":
+            problems.append(f"{name} must default to 'false' (set it to 'true' on demand)")
+    steps = doc.get("steps") or []
+    for step in steps:
+        found = TEST_COMMANDS.search(step_command(step))
+        if found:
+            problems.append(
+                f"deploy build step {step.get('id')!r} runs {found.group(0)!r}: tests and "
+                "package installs belong to cloudbuild.yaml (not with the deploy identity)"
+            )
+        problems += _guarded_apply_problems(step)
+    if not any("terraform apply" in step_command(s) for s in steps):
+        problems.append("the deploy build has no terraform apply step")
+    train = [s for s in steps if "_TRAIN" in step_command(s)]
+    if not train:
+        problems.append("no step is guarded by _TRAIN")
+    for step in steps:
+        if "instances start" in step_command(step) and step not in train:
+            problems.append(f"step {step.get('id')!r} starts the VM without checking _TRAIN")
+    return problems
+
+
+def lint(doc: dict[str, Any], kind: str = "test") -> list[str]:
+    """Problems of a build config of the given kind ('test' or 'deploy')."""
+    problems = _lint_common(doc)
+    if kind == "deploy":
+        problems += _lint_deploy_build(doc)
+    else:
+        problems += _lint_test_build(doc)
+    return problems
+
+
+def check_file(path: Path) -> dict[str, tuple[bool, str]]:
+    """Every check of one config: name -> (ok, output)."""
     results = {"schema": jsonschema_check(path)}
     if tools.gcloud():
         results["gcloud parse"] = gcloud_parse(path)
@@ -209,14 +338,23 @@ def main(argv: list[str] | None = None) -> int:
         # there is a broken environment, not a reason to skip the check.
         results["gcloud parse"] = (False, "gcloud not on PATH, and CI is set: it is required\n")
     else:
-        print("cloudbuild gcloud parse: skipped (gcloud not on PATH; set CI=true to require it)")
-    problems = lint(load(path))
+        print(f"{path.name} gcloud parse: skipped (gcloud not on PATH; set CI=true to require it)")
+    problems = lint(load(path), kind_of(path))
     results["lint"] = (not problems, "\n".join(problems) + "\n" if problems else "")
-    for name, (ok, output) in results.items():
-        if not ok:
-            print(output, end="")
-        print(f"cloudbuild {name}: {'ok' if ok else 'FAILED'}")
-    return 0 if all(ok for ok, _ in results.values()) else 1
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    paths = [Path(a) for a in args] if args else list(CONFIGS.values())
+    ok_all = True
+    for path in paths:
+        for name, (ok, output) in check_file(path).items():
+            if not ok:
+                print(output, end="")
+            print(f"{path.name} {name}: {'ok' if ok else 'FAILED'}")
+            ok_all = ok_all and ok
+    return 0 if ok_all else 1
 
 
 if __name__ == "__main__":

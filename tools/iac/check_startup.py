@@ -1,11 +1,15 @@
-"""Render the training VM's startup script exactly as Terraform does, and check its syntax.
+"""Render the training VM's startup script exactly as Terraform does, and check it.
 
 ``terraform console`` evaluates ``templatefile()`` offline in an empty directory (no provider is
 needed), so the script is rendered by Terraform itself rather than by a re-implementation of its
 template language. The variables are the keys of ``local.startup_vars`` in infra/training_vm
 (what the module passes to templatefile), with sample values; a key the template uses but the
 module does not pass makes Terraform fail, which the check reports. The rendered text then goes
-through ``bash -n``.
+through ``bash -n`` and a supply-chain lint (``supply_chain_problems``): every source zip is
+checked with ``sha256sum --check`` before it is unpacked, uv comes from its pinned, sha256-checked
+PyPI wheel (no ``curl | sh``), the GPU requirements are installed from the hashed lock with
+``--require-hashes``, and nothing else is installed. ``uv_pin_problems`` checks that the module's
+uv wheel is the uv of requirements/uv.txt and the Makefile (same version, one of its hashes).
 
 Run ``python -m tools.iac.check_startup``.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,8 +27,12 @@ from pathlib import Path
 
 from tools.iac import tools
 from tools.iac.hcl import REPO_ROOT, load_config
+from tools.iac.locks import LockError, read_lock
 
 TEMPLATE = REPO_ROOT / "infra" / "training_vm" / "startup.sh.tftpl"
+MODULE = REPO_ROOT / "infra" / "training_vm"
+UV_LOCK = REPO_ROOT / "requirements" / "uv.txt"
+GPU_LOCK_ON_VM = 'readonly GPU_LOCK="$WORKDIR/src/model_build/requirements-gpu.txt"'
 
 # A value is a string, or a map of strings (rendered as a Terraform object).
 SAMPLE_VALUES: dict[str, str | dict[str, str]] = {
@@ -36,7 +45,17 @@ SAMPLE_VALUES: dict[str, str | dict[str, str]] = {
     "default_run_id": "run-001",
     "epochs": "30",
     "fine_tune_epochs": "",
+    "source_sha256": {
+        "model_build": "1" * 64,
+        "segmentation": "2" * 64,
+    },
     "uv_version": "0.13.9",
+    "uv_wheel_url": (
+        "https://files.pythonhosted.org/packages/3d/aa/0123/"
+        "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    ),
+    "uv_wheel_sha256": "3" * 64,
+    "python_version": "3.12.16",
     "source_commit": "0123456789abcdef0123456789abcdef01234567",
 }
 
@@ -92,6 +111,105 @@ def bash_syntax(script: str) -> tuple[bool, str]:
     return result.returncode == 0, result.stderr
 
 
+def _first(lines: list[str], pattern: str) -> int | None:
+    """Index of the first line whose stripped text matches the pattern."""
+    return next((i for i, text in enumerate(lines) if re.search(pattern, text.strip())), None)
+
+
+def _source_zip_problems(lines: list[str]) -> list[str]:
+    """Each source zip: downloaded, then checked against a sha256, then unpacked."""
+    problems = []
+    for index, line in enumerate(lines):
+        fetched = re.search(r'gcloud storage cp .*"(\$WORKDIR/archives/[^"]+\.zip)"$', line)
+        if not fetched:
+            continue
+        archive = re.escape(fetched.group(1))
+        check = _first(lines, rf'^echo "[0-9a-f]{{64}}  {archive}" \| sha256sum --check')
+        unpack = _first(lines, rf'^unzip .*"{archive}"')
+        if check is None:
+            problems.append(f"{fetched.group(1)} is not checked against a sha256 (sha256sum)")
+        elif unpack is not None and not index < check < unpack:
+            problems.append(f"{fetched.group(1)} is unpacked before its sha256 is checked")
+    return problems
+
+
+def _install_commands(lines: list[str]) -> list[str]:
+    """Every pip/uv package install or sync, continuation lines joined."""
+    commands = []
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith("#") or not re.search(r"\bpip3? (install|sync)\b", line):
+            continue
+        command, following = line.rstrip(), index + 1
+        while command.endswith("\\") and following < len(lines):
+            command = command[:-1] + " " + lines[following].strip()
+            following += 1
+        commands.append(" ".join(command.split()))
+    return commands
+
+
+def supply_chain_problems(script: str) -> list[str]:
+    """What a rendered startup script installs or unpacks without a pin and a hash check."""
+    lines = script.splitlines()
+    problems = []
+    if re.search(r"\|\s*(ba)?sh\b", script) or re.search(r"install\.sh|astral\.sh", script):
+        problems.append("runs an install script (curl | sh)")
+    problems += _source_zip_problems(lines)
+    # uv: the pinned wheel, its sha256 checked before the binary is taken out of it.
+    wheel_check = _first(lines, r'^echo "[0-9a-f]{64}  \$UV_WHEEL" \| sha256sum --check')
+    extract = _first(lines, r'^unzip -p "\$UV_WHEEL"')
+    if wheel_check is None or extract is None or wheel_check > extract:
+        problems.append("uv is not taken from its wheel after a sha256 check")
+    # Packages: only the hashed GPU lock, with --require-hashes, also for build requirements.
+    if GPU_LOCK_ON_VM not in lines:
+        problems.append(f"no {GPU_LOCK_ON_VM}")
+    installs = _install_commands(lines)
+    if len(installs) != 1:
+        problems.append(f"expected one package install (the GPU lock), found {len(installs)}")
+    for command in installs:
+        if "--require-hashes" not in command:
+            problems.append(f"installs without --require-hashes: {command}")
+        if not command.endswith(' "$GPU_LOCK"'):
+            problems.append(f"installs something other than the GPU lock: {command}")
+        if '--build-constraints "$GPU_LOCK"' not in command:
+            problems.append("source distributions would be built with unpinned build requirements")
+    return problems
+
+
+def uv_pin_problems(root: Path = REPO_ROOT) -> list[str]:
+    """The module's default uv wheel is requirements/uv.txt's uv (version and one of its hashes),
+    the Makefile's UV_VERSION."""
+    config = load_config(root)
+    module = config.get(root / MODULE.relative_to(REPO_ROOT))
+    if module is None:
+        return ["no infra/training_vm module"]
+    variables = module.variables()
+    defaults = {
+        name: (variables.get(name) or {}).get("default")
+        for name in ("uv_version", "uv_wheel_url", "uv_wheel_sha256")
+    }
+    try:
+        pinned = read_lock(root / UV_LOCK.relative_to(REPO_ROOT)).get("uv")
+    except (OSError, LockError) as exc:
+        return [f"requirements/uv.txt: {exc}"]
+    if pinned is None:
+        return ["requirements/uv.txt does not pin uv"]
+    problems = []
+    version, url, sha256 = (defaults[k] for k in ("uv_version", "uv_wheel_url", "uv_wheel_sha256"))
+    if version != pinned.version:
+        problems.append(f"uv_version {version!r} is not requirements/uv.txt's {pinned.version}")
+    wheel = str(url).rsplit("/", 1)[-1]
+    if not wheel.startswith(f"uv-{pinned.version}-") or "x86_64" not in wheel:
+        problems.append(f"uv_wheel_url {wheel!r} is not uv {pinned.version}'s x86_64 wheel")
+    if sha256 not in pinned.hashes:
+        problems.append(f"uv_wheel_sha256 {sha256!r} is not one of requirements/uv.txt's hashes")
+    makefile = root / "Makefile"
+    if makefile.exists():
+        match = re.search(r"^UV_VERSION\s*:=\s*(\S+)$", makefile.read_text(), re.M)
+        if not match or match.group(1) != pinned.version:
+            problems.append(f"Makefile UV_VERSION is not requirements/uv.txt's {pinned.version}")
+    return problems
+
+
 def render_repo_script(root: Path = REPO_ROOT, **overrides: str | dict[str, str]) -> str:
     keys = template_keys(root)
     values: dict[str, str | dict[str, str]] = {
@@ -111,7 +229,11 @@ def main() -> int:
     print(messages, end="")
     verdict = "ok" if ok else "FAILED"
     print(f"startup script: rendered {len(script.splitlines())} lines, bash -n {verdict}")
-    return 0 if ok else 1
+    problems = supply_chain_problems(script) + uv_pin_problems()
+    for problem in problems:
+        print(f"startup script: {problem}")
+    print(f"startup script: pins and hash checks {'ok' if not problems else 'FAILED'}")
+    return 0 if ok and not problems else 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,12 @@ that the check notices. The properties (see docs/architecture.md and docs/deploy
 * buckets: uniform bucket-level access, public access prevention enforced, versioning, and
   force_destroy false by default;
 * the google provider is pinned to ~> 6.50; every variable has a type and a description, and
-  every root variable but project_id a default.
+  every root variable but project_id a default;
+* Cloud Build: the trigger of cloudbuild.yaml (tests) and the trigger of cloudbuild-deploy.yaml
+  (terraform apply) run as two different service accounts of the configuration; the test account
+  holds no IAM grant at all beyond CI_PROJECT_ROLE_ALLOWLIST (so it cannot deploy), the deploy
+  account no basic role and no project-wide actAs, the deploy trigger waits for an approval and
+  the test trigger never sets _APPLY.
 
 Run ``python -m tools.iac.check_structure [ROOT]``.
 """
@@ -53,6 +58,20 @@ FUNCTION_PROJECT_ROLE_ALLOWLIST: frozenset[str] = frozenset()
 TRAINER_PROJECT_ROLE_ALLOWLIST = frozenset(
     {"roles/logging.logWriter", "roles/monitoring.metricWriter"}
 )
+
+# The Cloud Build test identity writes its build logs (CLOUD_LOGGING_ONLY) and nothing else.
+CI_PROJECT_ROLE_ALLOWLIST = frozenset({"roles/logging.logWriter"})
+# Never on the deploy identity: basic roles, and actAs / token creation on every account.
+DEPLOYER_FORBIDDEN_PROJECT_ROLES = frozenset(
+    {
+        "roles/owner",
+        "roles/editor",
+        "roles/iam.serviceAccountUser",
+        "roles/iam.serviceAccountTokenCreator",
+    }
+)
+TEST_BUILD_CONFIG = "cloudbuild.yaml"
+DEPLOY_BUILD_CONFIG = "cloudbuild-deploy.yaml"
 
 FUNCTION_ENV_CONTRACT = (
     "OUTPUT_BUCKET",
@@ -529,6 +548,80 @@ def check_buckets(config: Config) -> list[str]:
     return problems
 
 
+def _grants_of(config: Config, account: str) -> list[tuple[Block, str]]:
+    """(block, role) of every IAM grant, at any level, to google_service_account.<account>."""
+    pattern = rf"(?<![\w.])google_service_account\.{re.escape(account)}\b"
+    grants = []
+    for module in config.values():
+        for block in module.resources():
+            if not re.search(r"_iam_(member|binding|policy)$", block.labels[0]):
+                continue
+            members = _refs(block.body.get("member")) + " " + _refs(block.body.get("members"))
+            members += " " + _refs(block.body.get("policy_data"))
+            if re.search(pattern, members):
+                grants.append((block, str(block.body.get("role", "<policy>"))))
+    return grants
+
+
+Triggers = dict[str, list[tuple[Module, Block]]]
+
+
+def _test_account_problems(config: Config, triggers: Triggers, account: str) -> list[str]:
+    problems = []
+    for grant, role in _grants_of(config, account):
+        if grant.labels[0] != "google_project_iam_member" or role not in CI_PROJECT_ROLE_ALLOWLIST:
+            problems.append(
+                f"{grant.address}: the test build's account must hold nothing but "
+                f"{', '.join(sorted(CI_PROJECT_ROLE_ALLOWLIST))} (it must not be able to "
+                f"deploy), found {role}"
+            )
+    for _module, block in triggers.get(TEST_BUILD_CONFIG, []):
+        if "_APPLY" in (block.body.get("substitutions") or {}):
+            problems.append(f"{block.address}: the test trigger must not set _APPLY")
+    return problems
+
+
+def _deploy_account_problems(config: Config, triggers: Triggers, account: str) -> list[str]:
+    problems = []
+    for grant, role in _grants_of(config, account):
+        if grant.labels[0] in PROJECT_WIDE_IAM_TYPES and role in DEPLOYER_FORBIDDEN_PROJECT_ROLES:
+            problems.append(f"{grant.address}: the deploy account must not hold {role}")
+    for _module, block in triggers.get(DEPLOY_BUILD_CONFIG, []):
+        approval = first_block(block.body, "approval_config") or {}
+        if approval.get("approval_required") is not True:
+            problems.append(
+                f"{block.address}: the deploy trigger must require an approval "
+                "(approval_config.approval_required = true)"
+            )
+    return problems
+
+
+def check_cloudbuild_identities(config: Config) -> list[str]:
+    triggers: Triggers = {}
+    for module, block in _find(config, "google_cloudbuild_trigger"):
+        triggers.setdefault(str(block.body.get("filename")), []).append((module, block))
+    problems = []
+    accounts: dict[str, str | None] = {}
+    for config_file in (TEST_BUILD_CONFIG, DEPLOY_BUILD_CONFIG):
+        found = triggers.get(config_file, [])
+        accounts[config_file] = None
+        if len(found) != 1:
+            problems.append(f"expected one google_cloudbuild_trigger of {config_file}")
+            continue
+        block = found[0][1]
+        accounts[config_file] = _service_account_of(block.body.get("service_account"))
+        if accounts[config_file] is None:
+            problems.append(f"{block.address}: must run as a google_service_account of its own")
+    test_account, deploy_account = accounts[TEST_BUILD_CONFIG], accounts[DEPLOY_BUILD_CONFIG]
+    if test_account and test_account == deploy_account:
+        problems.append("the test and deploy builds must run as two different service accounts")
+    if test_account:
+        problems += _test_account_problems(config, triggers, test_account)
+    if deploy_account:
+        problems += _deploy_account_problems(config, triggers, deploy_account)
+    return problems
+
+
 def _roots(config: Config) -> list[Module]:
     """Modules no other module calls (the root module)."""
     return [m for m in config.values() if not _callers(config, m)]
@@ -580,6 +673,7 @@ CHECKS: tuple[Callable[[Config], list[str]], ...] = (
     check_buckets,
     check_versions,
     check_variables,
+    check_cloudbuild_identities,
 )
 
 
