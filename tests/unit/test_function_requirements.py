@@ -191,3 +191,22 @@ def test_uv_lock_pins_the_makefile_uv_version() -> None:
     assert match, "Makefile has no UV_VERSION"
     assert uv["uv"].version == match.group(1)
     assert read_lock(REQUIREMENTS / "uv.in")["uv"].version == match.group(1)
+
+
+def test_every_deploy_pin_supports_the_function_runtime():
+    """pip (the Cloud Functions build) refuses a distribution whose Requires-Python excludes the
+    runtime, where uv's resolver tolerates it: backports-strenum 1.3.1 (Requires-Python <3.11)
+    passed every local test and would have failed the python312 deploy."""
+    from importlib.metadata import distribution
+
+    from packaging.specifiers import SpecifierSet
+
+    runtime = "3.12"  # infra/function: runtime python312
+    refused = []
+    for pin in parse_lock(DEPLOY_LOCK.read_text()).values():
+        installed = distribution(pin.name)
+        assert installed.version == pin.version, f"{pin.name}: .venv has {installed.version}"
+        requires = installed.metadata.get("Requires-Python")
+        if requires and runtime not in SpecifierSet(requires):
+            refused.append(f"{pin.name}=={pin.version} (Requires-Python {requires})")
+    assert refused == []
