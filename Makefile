@@ -22,7 +22,7 @@ setup: $(STAMP) $(TFLITE_STAMP) $(CHECKOV_STAMP) ## Build .venv (Python 3.12, ev
 
 $(STAMP): requirements/dev.lock pyproject.toml
 	@test -x $(PY) || "$$(scripts/find-python.sh 3.12)" -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
 	$(UV) pip install --quiet --python $(PY) -r requirements/dev.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
