@@ -9,7 +9,9 @@ retried for a day and then dropped.
 
 Settings are read and validated here, at cold start: a bad variable fails the deployment with an
 error naming it. The storage client and the model are created lazily on first use, once per
-instance; tests and the local stack replace `STORE` / `MODEL` on this module.
+instance; tests and the local stack replace `STORE` / `MODEL` on this module. `MODEL` is the
+stable track (MODEL_URI, re-resolving `latest` every MODEL_REFRESH_SECONDS) plus the optional
+canary (CANARY_MODEL_VERSION for CANARY_PERCENT of uploads): segmentation.model.serving_models.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import flask
 import functions_framework
 from segmentation import imaging, logs, push
-from segmentation.model import LazyModel, load_model
+from segmentation.model import serving_models
 from segmentation.pipeline import handle_cloud_event
 from segmentation.settings import load_settings
 from segmentation.storage import GcsObjectStore
@@ -28,13 +30,14 @@ SETTINGS = load_settings()
 logs.configure(SETTINGS.log_level)
 imaging.configure_pillow(SETTINGS.max_image_pixels)
 STORE = GcsObjectStore()
-MODEL = LazyModel(
-    lambda: load_model(
-        SETTINGS.model_uri,
-        store=STORE,
-        cache_dir=SETTINGS.model_cache_dir,
-        num_threads=SETTINGS.num_threads,
-    )
+MODEL = serving_models(
+    SETTINGS.model_uri,
+    store=STORE,
+    cache_dir=SETTINGS.model_cache_dir,
+    num_threads=SETTINGS.num_threads,
+    refresh_seconds=SETTINGS.model_refresh_seconds,
+    canary_version=SETTINGS.canary_model_version,
+    canary_percent=SETTINGS.canary_percent,
 )
 
 

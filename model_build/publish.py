@@ -2,7 +2,8 @@
 
     <base>/unet/<version>/model.tflite
     <base>/unet/<version>/manifest.json
-    <base>/unet/latest.json      {"version", "path", "sha256", "published"}  (segmentation.contract)
+    <base>/unet/latest.json      {"version", "path", "sha256", "published", "previous"}
+                                 (segmentation.contract; `previous`: the history rollback uses)
 
 A version exists once its manifest.json does. model.tflite is uploaded and read back first; only
 when its sha256 checks out is manifest.json written (never over an existing one) and read back,
@@ -15,6 +16,8 @@ finishes the pointer move; different content under an existing version is refuse
 `latest` only moves forward. Versions start with their creation time (manifest.py), so the pointer
 is replaced only by a newer version, with a generation precondition: a concurrent publisher that
 moved it in between makes the write fail, and the decision is taken again on what is there now.
+The version `latest` named before goes to the front of the pointer's `previous` history, which
+`segment models rollback` walks back through (`segment models promote` moves it the same way).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from segmentation.contract import (
     LATEST_POINTER,
     LatestPointer,
+    history_after,
     latest_pointer,
     parse_latest_pointer,
 )
@@ -133,7 +137,7 @@ def _move_latest(family: Location, version: str, uri: str, sha256: str) -> bool:
                 extra={"version": version, "latest": current_version},
             )
             return False
-        pointer = latest_pointer(version, uri, sha256)
+        pointer = latest_pointer(version, uri, sha256, previous=history_after(current, version))
         data = json.dumps(pointer, indent=2).encode() + b"\n"
         try:
             family.write_if_generation(LATEST_POINTER, data, generation)

@@ -11,6 +11,10 @@
     segment dlq replay --subscription projects/P/subscriptions/S --topic projects/P/topics/T
                        [--limit N] [--dry-run]
     segment status gs://BUCKET/NAME --output-bucket OB [--json]
+    segment models list [--registry R] [--json]
+    segment models promote VERSION [--registry R]
+    segment models rollback [--registry R]
+    segment models compare [--output-bucket OB] [--prefix P] [--since TIME] [--json]
 
 Argument parsing only; the work is in segment.commands. Options that default to an environment
 variable are declared in ENV_DEFAULTS, here only: the parser reads the variable (and --help shows
@@ -25,9 +29,10 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from segment import clients, commands
+from segment import clients, commands, models
 from segment.stack import DEFAULT_MODEL_URI
 
 DISTRIBUTION = "serverless-segmentation"
@@ -39,6 +44,7 @@ ENV_DEFAULTS = {
     "--notify-topic": "SEGMENT_NOTIFY_TOPIC",
     "--topic": "SEGMENT_NOTIFY_TOPIC",
     "--subscription": "SEGMENT_DEAD_LETTER_SUBSCRIPTION",
+    "--registry": "SEGMENT_MODEL_REGISTRY",
 }
 
 
@@ -163,6 +169,61 @@ def _operations(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None
     _env_option(status, env, "--output-bucket", "the function's output bucket")
     _json_option(status)
     status.set_defaults(handler=commands.status)
+    _models(sub, env)
+
+
+def _models(sub: argparse._SubParsersAction, env: Mapping[str, str]) -> None:
+    """models list/promote/rollback/compare (docs/operations.md, "Rolling out a model")."""
+    models_parser = sub.add_parser(
+        "models",
+        help="the model registry (list, promote, rollback) and stable-vs-canary mask quality",
+    )
+    models_sub = models_parser.add_subparsers(dest="models_command", required=True)
+    registry_help = (
+        "the model registry, gs://BUCKET[/PREFIX] or a local directory, holding "
+        "unet/<version>/ and unet/latest.json (model_build publish's base)"
+    )
+    listing = models_sub.add_parser(
+        "list", help="versions with their manifest metrics, which is latest, and their pictures"
+    )
+    _env_option(listing, env, "--registry", registry_help)
+    _json_option(listing)
+    listing.set_defaults(handler=commands.models_list)
+    promote = models_sub.add_parser(
+        "promote",
+        help="point latest at VERSION, after verifying it (refused if latest moved meanwhile)",
+    )
+    promote.add_argument("version", metavar="VERSION")
+    _env_option(promote, env, "--registry", registry_help)
+    promote.set_defaults(handler=commands.models_promote)
+    rollback = models_sub.add_parser(
+        "rollback", help="point latest back at the version it named before (its history)"
+    )
+    _env_option(rollback, env, "--registry", registry_help)
+    rollback.set_defaults(handler=commands.models_rollback)
+    compare = models_sub.add_parser(
+        "compare",
+        help="quality signals of stable vs canary masks, from the masks' metadata",
+    )
+    _env_option(compare, env, "--output-bucket", "the function's output bucket")
+    compare.add_argument(
+        "--prefix", default="", help="only masks of input names under this prefix (e.g. uploads/)"
+    )
+    compare.add_argument(
+        "--since",
+        type=_timestamp,
+        help="only masks written at or after this time (ISO 8601; UTC unless it says otherwise)",
+    )
+    _json_option(compare)
+    compare.set_defaults(handler=commands.models_compare)
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _positive_int(text: str) -> int:
@@ -190,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(_missing(exc))
     except commands.UsageError as exc:
         parser.error(str(exc))
+    except models.RegistryError as exc:  # a lost race, an unverifiable version: one line
+        print(f"segment: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("segment: interrupted; everything it started is stopped", file=sys.stderr)
         return 130

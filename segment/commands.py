@@ -16,6 +16,7 @@ from typing import Any
 from segment import backfill as backfill_mod
 from segment import clients, contact_sheet, function_logs, ratelimit
 from segment import dlq as dlq_mod
+from segment import models as models_mod
 from segment import outputs as outputs_mod
 from segment import upload as uploads_mod
 from segment.progress import Progress
@@ -565,3 +566,69 @@ def _status_json(
             for output in found
         ],
     }
+
+
+# --- segment models list / promote / rollback / compare --------------------------------------
+
+
+def _registry(args: argparse.Namespace) -> models_mod.Registry:
+    base = _require(args.registry, "--registry")
+    endpoints = _endpoints(args)
+    return models_mod.open_registry(base, gcs_client=lambda: clients.storage_client(endpoints))
+
+
+def models_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    state = models_mod.read_pointer(registry)
+    entries = models_mod.list_versions(registry)
+    if args.json:
+        _say(json.dumps(models_mod.list_json(registry, state, entries), indent=2))
+    else:
+        _say(models_mod.list_text(registry, state, entries))
+    return 0
+
+
+def _report_move(move: models_mod.Move) -> None:
+    if not move.moved:
+        _say(f"{move.pointer_uri} already names {move.to_version}: nothing to do")
+        return
+    history = move.pointer.get("previous") or []
+    _say(
+        f"{move.action}: {move.pointer_uri} now names {move.to_version} "
+        f"(was {move.from_version or 'nothing'}; rollback would go to "
+        f"{history[0] if history else 'nothing'}). Warm instances follow within "
+        "MODEL_REFRESH_SECONDS; new instances at once."
+    )
+
+
+def models_promote(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    _report_move(models_mod.promote(registry, args.version))
+    return 0
+
+
+def models_rollback(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    _report_move(models_mod.rollback(registry))
+    return 0
+
+
+def models_compare(args: argparse.Namespace) -> int:
+    output_bucket = _require(args.output_bucket, "--output-bucket")
+    storage = clients.storage_client(_endpoints(args))
+    metadatas = models_mod.mask_metadata(
+        storage, output_bucket, prefix=args.prefix, since=args.since
+    )
+    comparison = models_mod.summarise(metadatas)
+    where = f"gs://{output_bucket}/masks/{args.prefix}"
+    if args.json:
+        context = {
+            "output_bucket": output_bucket,
+            "prefix": args.prefix,
+            "since": args.since.isoformat() if args.since else None,
+        }
+        _say(json.dumps(models_mod.compare_json(comparison, **context), indent=2))
+        return 0
+    since = f" since {args.since.isoformat()}" if args.since else ""
+    _say(models_mod.compare_text(comparison, where + since))
+    return 0

@@ -47,6 +47,7 @@ class StackNames:
     input_bucket: str = "local-seg-input"
     output_bucket: str = "local-seg-output"
     topic: str = "seg-uploads"
+    models_bucket: str = "local-seg-models"  # an empty model registry (`segment models`)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,9 @@ class LocalStack:
         self.pubsub = self._add(pubsub_emulator(self.log_dir, self._work_dir / "pubsub"))
         self.gcs = self._add(gcs_emulator(self.log_dir))
         storage = clients.storage_client(self.endpoints)
-        resources.create_buckets(storage, self.names.input_bucket, self.names.output_bucket)
+        resources.create_buckets(
+            storage, self.names.input_bucket, self.names.output_bucket, self.names.models_bucket
+        )
         self.function = self._add(
             _stopped_on_exit(start_function("function", self.log_dir, self.function_env()))
         )
@@ -236,6 +239,7 @@ class LocalStack:
             "SEGMENT_OUTPUT_BUCKET": self.names.output_bucket,
             "SEGMENT_NOTIFY_TOPIC": self.pipeline.topic,
             "SEGMENT_DEAD_LETTER_SUBSCRIPTION": self.pipeline.dead_letter_subscription,
+            "SEGMENT_MODEL_REGISTRY": f"gs://{self.names.models_bucket}",
             "SEGMENT_FUNCTION_URL": self.function.url,
         }
 

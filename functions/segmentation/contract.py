@@ -6,8 +6,11 @@ not in the deploy set), so the constants it checks are declared here, once, and
 tests/contract/test_model_manifest.py asserts that they are exactly the schema's.
 
 The `latest` pointer (`<family>/latest.json`) is defined here too: `latest_pointer` builds the
-document (model_build.publish writes it) and `parse_latest_pointer` reads it (segmentation.model
-resolves `.../latest` with it, model_build.publish reads the current one before moving it).
+document (model_build.publish and `segment models promote/rollback` write it) and
+`parse_latest_pointer` reads it (segmentation.model resolves `.../latest` with it; the writers read
+the current one before moving it). Its optional `previous` field is the history `segment models
+rollback` walks back through: the versions `latest` named before, newest first
+(`history_after` computes it for every writer, so a publish keeps it too).
 
 Standard library only, and Python 3.11-compatible (the tflite-runtime fallback runs there).
 """
@@ -15,7 +18,7 @@ Standard library only, and Python 3.11-compatible (the tflite-runtime fallback r
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,8 +56,11 @@ SHA256 = re.compile(SHA256_PATTERN)
 
 LATEST_SEGMENT = "latest"  # MODEL_URI .../<family>/latest follows <family>/latest.json
 LATEST_POINTER = "latest.json"
-LATEST_FIELDS = ("version", "path", "sha256", "published")
-LATEST_REQUIRED = ("version", "path")  # sha256 and published: always written, optional to read
+LATEST_FIELDS = ("version", "path", "sha256", "published", "previous")
+# sha256, published and previous: always written, optional to read (pointers written before the
+# history was kept have no `previous`).
+LATEST_REQUIRED = ("version", "path")
+LATEST_HISTORY_LIMIT = 10  # the most versions `previous` keeps
 
 
 class ContractError(ValueError):
@@ -69,21 +75,37 @@ class LatestPointer:
     path: str  # gs://..., an absolute local path, or relative to the pointer's directory
     sha256: str | None
     published: str | None
+    previous: tuple[str, ...] = ()  # the versions it named before, newest first
 
 
 def latest_pointer(
-    version: str, path: str, sha256: str, published: datetime | None = None
-) -> dict[str, str]:
-    """The latest.json document naming `version` at `path` (what publish writes)."""
+    version: str,
+    path: str,
+    sha256: str,
+    published: datetime | None = None,
+    previous: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The latest.json document naming `version` at `path` (what publish and promote write);
+    `previous` is the history (`history_after`), cut to LATEST_HISTORY_LIMIT versions."""
     stamp = (published or datetime.now(UTC)).astimezone(UTC)
     document = {
         "version": version,
         "path": path,
         "sha256": sha256,
         "published": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "previous": list(previous)[:LATEST_HISTORY_LIMIT],
     }
     parse_latest_pointer(document)  # never write one the function would refuse
     return document
+
+
+def history_after(current: LatestPointer | None, version: str) -> list[str]:
+    """The `previous` list of a pointer that moves from `current` to `version`: the version it
+    names now, then its own history, without `version` itself (newest first, cut to the limit)."""
+    if current is None:
+        return []
+    earlier = [current.version, *current.previous]
+    return [name for name in earlier if name != version][:LATEST_HISTORY_LIMIT]
 
 
 def parse_latest_pointer(document: Any) -> LatestPointer:
@@ -103,9 +125,17 @@ def parse_latest_pointer(document: Any) -> LatestPointer:
         raise ContractError(f"sha256 {sha256!r} is not 64 hex digits")
     if published is not None and not isinstance(published, str):
         raise ContractError(f"published {published!r} is not a timestamp string")
+    previous = document.get("previous")
+    if previous is None:
+        previous = []
+    if not isinstance(previous, list) or not all(
+        isinstance(name, str) and SAFE_COMPONENT.match(name) for name in previous
+    ):
+        raise ContractError(f"previous {previous!r} is not a list of version names")
     return LatestPointer(
         version=version,
         path=path.rstrip("/"),
         sha256=None if sha256 is None else sha256.lower(),
         published=published,
+        previous=tuple(previous),
     )

@@ -10,6 +10,14 @@ input/output contract; anything else raises a `ModelError` subclass (a configura
 LiteRT's `Interpreter` is not thread-safe: each thread gets its own (threading.local).
 `ai_edge_litert` is preferred, `tflite_runtime` is the fallback; TensorFlow is never imported.
 This module also runs on Python 3.11 with tflite-runtime (its last wheels), so no 3.12 syntax.
+
+Serving (`serving_models`, what main.py builds): the stable track is MODEL_URI; when it follows
+`latest`, a warm instance re-reads latest.json at most once per MODEL_REFRESH_SECONDS, in the
+background of the request that finds it due, and swaps a changed version in atomically (a request
+keeps the model it started with; each thread builds its own interpreter of the new one). A failed
+refresh logs a warning and keeps serving the loaded model. The optional canary track is
+`<family>/<CANARY_MODEL_VERSION>`, beside `latest`, for CANARY_PERCENT of uploads chosen by a
+stable hash of bucket, name and generation (`routing_point`), so redeliveries stay on one model.
 """
 
 from __future__ import annotations
@@ -17,16 +25,20 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from segmentation import logs
 from segmentation.contract import (
     CLASS_NAMES,
     LATEST_POINTER,
@@ -38,12 +50,18 @@ from segmentation.contract import (
 )
 from segmentation.errors import ModelError, ModelIntegrityError, ObjectNotFoundError
 from segmentation.manifest import Manifest, check_tensor_contract, parse_manifest
-from segmentation.results import QualitySignals
+from segmentation.results import QualitySignals, Timings, Track
 
 if TYPE_CHECKING:
     from segmentation.storage import ObjectStore
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+# Routing resolution: an upload's routing point is one of 10,000 (0.01 % of uploads each).
+ROUTING_POINTS = 10_000
+# A canary that failed to load is tried again at most this often (its uploads go to stable).
+CANARY_RETRY_SECONDS = 60.0
+
+log = logs.get_logger("model")
 
 
 # --- locating and fetching -------------------------------------------------------------------
@@ -61,6 +79,18 @@ class ModelFiles:
 def fetch_model(model_uri: str, *, store: ObjectStore | None, cache_dir: str | Path) -> ModelFiles:
     """Resolves `latest`, reads the manifest, and returns a local, sha256-verified model file."""
     directory, pinned_sha = resolve_model_dir(model_uri, store=store)
+    return fetch_model_dir(directory, pinned_sha, store=store, cache_dir=cache_dir)
+
+
+def fetch_model_dir(
+    directory: str,
+    pinned_sha: str | None,
+    *,
+    store: ObjectStore | None,
+    cache_dir: str | Path,
+) -> ModelFiles:
+    """The sha256-verified model of one version directory (cached when it is in Cloud Storage);
+    `pinned_sha`, from the latest pointer, must equal the manifest's."""
     manifest = parse_manifest(_read_json(_join(directory, MANIFEST_FILE), store))
     if pinned_sha is not None and pinned_sha.lower() != manifest.sha256:
         raise ModelIntegrityError(
@@ -80,12 +110,28 @@ def fetch_model(model_uri: str, *, store: ObjectStore | None, cache_dir: str | P
     return ModelFiles(cached, manifest, directory)
 
 
+def is_latest_uri(model_uri: str) -> bool:
+    """True when MODEL_URI follows `<family>/latest.json` (its last segment is `latest`)."""
+    parent, _, last = model_uri.rstrip("/").rpartition("/")
+    return last == LATEST_SEGMENT and bool(parent)
+
+
+def family_uri(model_uri: str) -> str:
+    """The directory holding MODEL_URI's versions (and latest.json): its parent."""
+    return model_uri.rstrip("/").rpartition("/")[0]
+
+
+def version_uri(model_uri: str, version: str) -> str:
+    """`<family>/<version>`: a version directory beside MODEL_URI (the canary's)."""
+    return _join(family_uri(model_uri), version)
+
+
 def resolve_model_dir(model_uri: str, *, store: ObjectStore | None) -> tuple[str, str | None]:
     """(model directory URI, sha256 pinned by the latest pointer or None)."""
     uri = model_uri.rstrip("/")
-    parent, _, last = uri.rpartition("/")
-    if last != LATEST_SEGMENT or not parent:
+    if not is_latest_uri(uri):
         return uri, None
+    parent = family_uri(uri)
     try:
         pointer = parse_latest_pointer(_read_json(_join(parent, LATEST_POINTER), store))
     except ContractError as exc:
@@ -366,3 +412,302 @@ class LazyModel:
                     self._model = self._loader()
                 model = self._model
         return model
+
+
+# --- serving: a stable track that follows `latest`, and an optional canary -------------------
+
+
+def routing_point(bucket: str, name: str, generation: int) -> int:
+    """The upload's place in 0..ROUTING_POINTS-1: the first 8 bytes of
+    sha256("<bucket>\\n<name>\\n<generation>") (big-endian) modulo ROUTING_POINTS. Neither a bucket
+    nor an object name can hold a line feed, so the key is unambiguous; it depends on nothing
+    else, so every delivery of one object generation lands on the same point."""
+    key = f"{bucket}\n{name}\n{int(generation)}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") % ROUTING_POINTS
+
+
+def routes_to_canary(bucket: str, name: str, generation: int, percent: float) -> bool:
+    """True for the uploads the canary takes: routing points below percent/100 of the range."""
+    return routing_point(bucket, name, generation) < round(percent * ROUTING_POINTS / 100)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The model one upload is segmented with, and its track."""
+
+    model: SegmentationModel
+    track: Track
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    model: SegmentationModel
+    source: tuple[str, str | None]  # (version directory, pinned sha256) the pointer named
+
+
+def _in_background(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="model-refresh", daemon=True).start()
+
+
+class StableModel:
+    """The stable track: MODEL_URI, loaded on first `get()` like `LazyModel` (a failed first load
+    raises and is tried again by the next message).
+
+    When MODEL_URI follows `latest` and `refresh_seconds` > 0, a `get()` that finds the last check
+    `refresh_seconds` old (on `clock`) starts one refresh through `background` (a daemon thread)
+    and returns the loaded model without waiting: the refresh re-reads latest.json and, when it
+    names another version directory or sha256, loads that version (sha256-verified, cached) and
+    swaps it in. A failed refresh logs a warning; the loaded model keeps serving and the next
+    check comes an interval later. A pinned MODEL_URI never refreshes.
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        *,
+        store: ObjectStore | None,
+        cache_dir: str | Path,
+        num_threads: int,
+        refresh_seconds: float = 0,
+        clock: Callable[[], float] = time.monotonic,
+        background: Callable[[Callable[[], None]], None] = _in_background,
+    ) -> None:
+        self.model_uri = model_uri
+        self.follows_latest = is_latest_uri(model_uri) and refresh_seconds > 0
+        self._store = store
+        self._cache_dir = cache_dir
+        self._num_threads = num_threads
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._background = background
+        self._current: _Loaded | None = None
+        self._next_check = 0.0
+        self._load_lock = threading.Lock()
+        self._refreshing = threading.Lock()  # held from scheduling a refresh until it ends
+
+    @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    def get(self) -> SegmentationModel:
+        current = self._current
+        if current is None:
+            with self._load_lock:
+                if self._current is None:
+                    self._current = self._open(
+                        *resolve_model_dir(self.model_uri, store=self._store)
+                    )
+                    self._next_check = self._clock() + self._refresh_seconds
+                current = self._current
+            return current.model
+        if self.follows_latest and self._clock() >= self._next_check:
+            self._schedule_refresh()
+        current = self._current
+        assert current is not None
+        return current.model
+
+    def _schedule_refresh(self) -> None:
+        if not self._refreshing.acquire(blocking=False):
+            return  # a refresh is running: serve what is loaded
+        self._next_check = self._clock() + self._refresh_seconds
+        try:
+            self._background(self._refresh_then_release)
+        except Exception as exc:  # e.g. no thread could be started: try again next interval
+            self._refreshing.release()
+            self._warn("model_refresh_failed", exc)
+
+    def _refresh_then_release(self) -> None:
+        try:
+            self.refresh()
+        finally:
+            self._refreshing.release()
+
+    def refresh(self) -> bool:
+        """Re-resolves `latest` now; True when another version was swapped in. Never raises: a
+        failure is logged as a warning and the loaded model stays."""
+        current = self._current
+        try:
+            source = resolve_model_dir(self.model_uri, store=self._store)
+            if current is not None and source == current.source:
+                return False
+            fresh = self._open(*source)
+        except Exception as exc:
+            self._warn("model_refresh_failed", exc)
+            return False
+        self._current = fresh
+        fields = {
+            "event": "model_refreshed",
+            "model_uri": self.model_uri,
+            "model_version": fresh.model.version,
+            "previous_model_version": current.model.version if current else None,
+        }
+        logs.log_fields(
+            log, logging.INFO, f"model_refreshed {self.model_uri} -> {fresh.model.version}", fields
+        )
+        return True
+
+    def _open(self, directory: str, pinned_sha: str | None) -> _Loaded:
+        files = fetch_model_dir(directory, pinned_sha, store=self._store, cache_dir=self._cache_dir)
+        model = SegmentationModel(files.model_path, files.manifest, num_threads=self._num_threads)
+        return _Loaded(model, (directory, pinned_sha))
+
+    def _warn(self, event: str, exc: BaseException) -> None:
+        current = self._current
+        fields = {
+            "event": event,
+            "model_uri": self.model_uri,
+            "model_version": current.model.version if current else None,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
+        message = f"{event} {self.model_uri}: keeps serving the loaded model"
+        logs.log_fields(log, logging.WARNING, message, fields)
+
+
+class CanaryModel:
+    """The canary track: the version directory `uri` (immutable, so never refreshed), loaded on
+    its first upload. A failed load (missing, sha256 or contract mismatch, storage outage) logs a
+    warning and `get()` returns None, so the upload goes to the stable model; it is tried again
+    after `retry_seconds`."""
+
+    def __init__(
+        self,
+        uri: str,
+        version: str,
+        *,
+        store: ObjectStore | None,
+        cache_dir: str | Path,
+        num_threads: int,
+        clock: Callable[[], float] = time.monotonic,
+        retry_seconds: float = CANARY_RETRY_SECONDS,
+    ) -> None:
+        self.uri, self.version = uri, version
+        self._store, self._cache_dir, self._num_threads = store, cache_dir, num_threads
+        self._clock, self._retry_seconds = clock, retry_seconds
+        self._model: SegmentationModel | None = None
+        self._retry_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> SegmentationModel | None:
+        model = self._model
+        if model is not None or self._waiting():
+            return model
+        with self._lock:
+            if self._model is None and not self._waiting():
+                self._model = self._load()
+            return self._model
+
+    def _waiting(self) -> bool:
+        return self._retry_at is not None and self._clock() < self._retry_at
+
+    def _load(self) -> SegmentationModel | None:
+        try:
+            files = fetch_model_dir(self.uri, None, store=self._store, cache_dir=self._cache_dir)
+            if files.manifest.version != self.version:
+                raise ModelIntegrityError(
+                    f"{self.uri}/{MANIFEST_FILE} names version {files.manifest.version}"
+                )
+            model = SegmentationModel(
+                files.model_path, files.manifest, num_threads=self._num_threads
+            )
+        except Exception as exc:
+            self._retry_at = self._clock() + self._retry_seconds
+            fields = {
+                "event": "canary_unavailable",
+                "model_uri": self.uri,
+                "canary_version": self.version,
+                "retry_in_s": self._retry_seconds,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+            message = f"canary_unavailable {self.uri}: its uploads go to the stable model"
+            logs.log_fields(log, logging.WARNING, message, fields)
+            return None
+        fields = {"event": "canary_loaded", "model_uri": self.uri, "canary_version": self.version}
+        logs.log_fields(log, logging.INFO, f"canary_loaded {self.uri}", fields)
+        return model
+
+
+class ServingModels:
+    """What the pipeline asks for a model (`select`): the stable track, and the canary for
+    `canary_percent` of uploads unless the canary is the stable version already (promoted),
+    which then serves them as stable. `get()` and `loaded` are the stable track's, so this
+    stands wherever a `LazyModel` does."""
+
+    def __init__(
+        self,
+        stable: StableModel,
+        canary: CanaryModel | None = None,
+        canary_percent: float = 0.0,
+    ) -> None:
+        self.stable, self.canary, self.canary_percent = stable, canary, canary_percent
+
+    @property
+    def loaded(self) -> bool:
+        return self.stable.loaded
+
+    def get(self) -> SegmentationModel:
+        return self.stable.get()
+
+    def select(
+        self, bucket: str, name: str, generation: int, *, timings: Timings | None = None
+    ) -> Selection:
+        """The model for one upload; model loads are timed as `model_load` in `timings`."""
+        with _measure(timings, not self.stable.loaded):
+            stable = self.stable.get()
+        canary = self.canary
+        if (
+            canary is None
+            or canary.version == stable.version
+            or not routes_to_canary(bucket, name, generation, self.canary_percent)
+        ):
+            return Selection(stable, Track.STABLE)
+        with _measure(timings, not canary.loaded):
+            model = canary.get()
+        if model is None:
+            return Selection(stable, Track.STABLE)
+        return Selection(model, Track.CANARY)
+
+
+def _measure(timings: Timings | None, loading: bool) -> AbstractContextManager[None]:
+    if timings is None or not loading:
+        return nullcontext()
+    return timings.measure("model_load")
+
+
+def serving_models(
+    model_uri: str,
+    *,
+    store: ObjectStore | None,
+    cache_dir: str | Path,
+    num_threads: int,
+    refresh_seconds: float = 0,
+    canary_version: str | None = None,
+    canary_percent: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
+    background: Callable[[Callable[[], None]], None] = _in_background,
+) -> ServingModels:
+    """The stable track (MODEL_URI, refreshed every `refresh_seconds` when it follows `latest`)
+    and, when `canary_percent` > 0, the canary `<family>/<canary_version>` beside it."""
+    stable = StableModel(
+        model_uri,
+        store=store,
+        cache_dir=cache_dir,
+        num_threads=num_threads,
+        refresh_seconds=refresh_seconds,
+        clock=clock,
+        background=background,
+    )
+    canary = None
+    if canary_version and canary_percent > 0:
+        canary = CanaryModel(
+            version_uri(model_uri, canary_version),
+            canary_version,
+            store=store,
+            cache_dir=cache_dir,
+            num_threads=num_threads,
+            clock=clock,
+        )
+    return ServingModels(stable, canary, canary_percent)

@@ -1,7 +1,9 @@
 """Orchestration: one notification in, at most one output object written, one summary log line.
 
 `process_event` is the pure-as-possible core: it takes a parsed event, an `ObjectStore`, a model
-(anything with `get() -> SegmentationModel`) and the settings, and returns a `Result`.
+(anything with `get() -> SegmentationModel`; a `ServingModels` also picks the stable or canary
+model per upload with `select`) and the settings, and returns a `Result`. The mask's metadata and
+the summary line name the version and track of the model that made it.
 `handle_cloud_event` wraps it for the entry point: parse, process, log exactly one structured
 summary line, and decide ack (return) versus redelivery (raise).
 
@@ -36,7 +38,7 @@ from segmentation.errors import (
 )
 from segmentation.events import StorageObject, UploadEvent, message_id_of, parse_cloud_event
 from segmentation.model import SegmentationModel
-from segmentation.results import SEVERITY, Outcome, QualitySignals, Result, Timings
+from segmentation.results import SEVERITY, Outcome, QualitySignals, Result, Timings, Track
 from segmentation.settings import Settings
 from segmentation.storage import ObjectInfo, ObjectStore
 
@@ -44,7 +46,7 @@ log = logs.get_logger("pipeline")
 
 
 class ModelSource(Protocol):
-    """A loaded `SegmentationModel` or a `LazyModel`."""
+    """A loaded `SegmentationModel`, a `LazyModel` or `ServingModels` (which adds `select`)."""
 
     def get(self) -> SegmentationModel: ...
 
@@ -137,7 +139,7 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
             )
     except ObjectNotFoundError:
         return Result(Outcome.OBJECT_GONE, f"{obj.uri}#{obj.generation} is gone (deleted/replaced)")
-    model = _get_model(model_source, timings)
+    model, track = _select_model(model_source, obj, timings)
     with timings.measure("decode"):
         decoded = imaging.decode_image(
             data, max_pixels=settings.max_image_pixels, size=model.input_size
@@ -150,6 +152,7 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
         **_source_metadata(obj),
         storage.META_MODEL_NAME: model.name,
         storage.META_MODEL_VERSION: model.version,
+        storage.META_MODEL_TRACK: str(track),
         storage.META_IMAGE_WIDTH: str(decoded.original_size[0]),
         storage.META_IMAGE_HEIGHT: str(decoded.original_size[1]),
         **{
@@ -168,7 +171,20 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
         outcome=Outcome.MASK_WRITTEN,
         model_version=model.version,
         quality=prediction.quality,
+        model_track=track,
     )
+
+
+def _select_model(
+    source: ModelSource, obj: StorageObject, timings: Timings
+) -> tuple[SegmentationModel, Track]:
+    """The model (and its track) for this upload: one choice, used for the whole upload, so the
+    mask is named after the model that made it even if a refresh swaps models meanwhile."""
+    select = getattr(source, "select", None)
+    if select is None:
+        return _get_model(source, timings), Track.STABLE
+    selection = select(obj.bucket, obj.name, obj.generation, timings=timings)
+    return selection.model, selection.track
 
 
 def _get_model(source: ModelSource, timings: Timings) -> SegmentationModel:
@@ -224,6 +240,7 @@ def _publish(
     outcome: Outcome,
     model_version: str | None,
     quality: QualitySignals | None = None,
+    model_track: Track | None = None,
 ) -> Result:
     """Writes under the generation rules, then reconciles the other output kind."""
     store, bucket, generation = job.store, job.outputs.bucket, job.obj.generation
@@ -250,7 +267,14 @@ def _publish(
             return Result(Outcome.SUPERSEDED, f"gs://{bucket}/{other_name} is newer")
         if other is not None:
             storage.delete_if_older(store, other, generation)
-    return Result(outcome, f"wrote {uri}", uri, model_version=model_version, quality=quality)
+    return Result(
+        outcome,
+        f"wrote {uri}",
+        uri,
+        model_version=model_version,
+        quality=quality,
+        model_track=model_track,
+    )
 
 
 # --- entry-point wrapper ---------------------------------------------------------------------
@@ -314,6 +338,7 @@ def _log_summary(
         "generation": str(obj.generation) if obj else None,
         "output": result.output_uri,
         "model_version": result.model_version or _loaded_version(model),
+        "model_track": str(result.model_track) if result.model_track else None,
         "timings_ms": {**timings.rounded(), "total": round((time.perf_counter() - start) * 1e3, 1)},
         "quality": result.quality.rounded() if result.quality else None,
     }

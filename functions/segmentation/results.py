@@ -1,4 +1,5 @@
-"""Outcomes of one message, their log severities, per-stage timings and a mask's quality signals."""
+"""Outcomes of one message, their log severities, per-stage timings, a mask's quality signals and
+the track (stable or canary) of the model that made it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ class Outcome(StrEnum):
     TRANSIENT_ERROR = "transient_error"
     CONFIGURATION_ERROR = "configuration_error"
     INTERNAL_ERROR = "internal_error"
+
+
+class Track(StrEnum):
+    """Which model made a mask: the stable one (`MODEL_URI`, following `latest`) or the canary
+    (`CANARY_MODEL_VERSION`, for CANARY_PERCENT of uploads). Mask metadata `model-track`, log
+    field `model_track`."""
+
+    STABLE = "stable"
+    CANARY = "canary"
 
 
 SEVERITY = {
@@ -75,6 +85,7 @@ class Result:
     reason: str | None = None
     model_version: str | None = None
     quality: QualitySignals | None = None  # the mask's, when one was written
+    model_track: Track | None = None  # the track of the model that made the mask
 
 
 @dataclass

@@ -7,11 +7,13 @@ An empty optional variable counts as unset (Terraform templates often render emp
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from segmentation.contract import LATEST_SEGMENT, SAFE_COMPONENT
 from segmentation.errors import SettingsError
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -21,6 +23,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_NUM_THREADS = 1
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MODEL_CACHE_DIR = "/tmp/segmentation-models"
+# A warm instance re-reads `latest.json` at most this often (0: never; a pinned MODEL_URI never).
+DEFAULT_MODEL_REFRESH_SECONDS = 300
+DEFAULT_CANARY_PERCENT = 0.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_NUM_THREADS = 64
 
@@ -39,12 +44,20 @@ class Settings:
     num_threads: int = DEFAULT_NUM_THREADS
     log_level: str = DEFAULT_LOG_LEVEL
     model_cache_dir: str = DEFAULT_MODEL_CACHE_DIR
+    model_refresh_seconds: int = DEFAULT_MODEL_REFRESH_SECONDS
+    canary_model_version: str | None = None
+    canary_percent: float = DEFAULT_CANARY_PERCENT
+
+    @property
+    def canary_enabled(self) -> bool:
+        """True when a share of uploads goes to CANARY_MODEL_VERSION."""
+        return self.canary_model_version is not None and self.canary_percent > 0
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Reads and validates the settings from `environ` (default: `os.environ`)."""
     env = os.environ if environ is None else environ
-    return Settings(
+    settings = Settings(
         output_bucket=_required(env, "OUTPUT_BUCKET", _bucket_name),
         model_uri=_required(env, "MODEL_URI", _model_uri),
         max_image_bytes=_optional(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES, _positive_int),
@@ -54,7 +67,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         num_threads=_optional(env, "NUM_THREADS", DEFAULT_NUM_THREADS, _thread_count),
         log_level=_optional(env, "LOG_LEVEL", DEFAULT_LOG_LEVEL, _log_level),
         model_cache_dir=_optional(env, "MODEL_CACHE_DIR", DEFAULT_MODEL_CACHE_DIR, _directory),
+        model_refresh_seconds=_optional(
+            env, "MODEL_REFRESH_SECONDS", DEFAULT_MODEL_REFRESH_SECONDS, _non_negative_int
+        ),
+        canary_model_version=_optional(env, "CANARY_MODEL_VERSION", None, _version_name),
+        canary_percent=_optional(env, "CANARY_PERCENT", DEFAULT_CANARY_PERCENT, _percent),
     )
+    if settings.canary_percent > 0 and settings.canary_model_version is None:
+        raise SettingsError(
+            "CANARY_MODEL_VERSION",
+            f"is required when CANARY_PERCENT is above 0 (got CANARY_PERCENT "
+            f"{settings.canary_percent:g})",
+        )
+    if settings.canary_model_version is not None and not settings.model_uri.rpartition("/")[0]:
+        raise SettingsError(
+            "CANARY_MODEL_VERSION",
+            f"needs a MODEL_URI inside a model family (<family>/latest or <family>/<version>), "
+            f"to find <family>/{settings.canary_model_version} beside it "
+            f"(got MODEL_URI {settings.model_uri!r})",
+        )
+    return settings
 
 
 def is_valid_bucket_name(name: str) -> bool:
@@ -113,6 +145,35 @@ def _positive_int(raw: str) -> int:
         raise ValueError("must be a whole number") from None
     if value < 1:
         raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise ValueError("must be a whole number of seconds (0: never)") from None
+    if value < 0:
+        raise ValueError("must be 0 (never) or more")
+    return value
+
+
+def _version_name(raw: str) -> str:
+    if raw == LATEST_SEGMENT or not SAFE_COMPONENT.match(raw):
+        raise ValueError(
+            "must be a published version's name (a directory beside latest.json, e.g. "
+            "20261121-131500-ab12cd34), not a path or 'latest'"
+        )
+    return raw
+
+
+def _percent(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number from 0 to 100") from None
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise ValueError("must be a number from 0 to 100")
     return value
 
 

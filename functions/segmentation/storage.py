@@ -47,6 +47,7 @@ META_SOURCE_NAME = "source-name"
 META_SOURCE_GENERATION = "source-generation"
 META_MODEL_NAME = "model-name"
 META_MODEL_VERSION = "model-version"
+META_MODEL_TRACK = "model-track"  # "stable" or "canary" (segmentation.results.Track)
 META_ERROR_REASON = "error-reason"
 META_IMAGE_WIDTH = "image-width"
 META_IMAGE_HEIGHT = "image-height"

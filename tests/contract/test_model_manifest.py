@@ -253,13 +253,31 @@ def test_latest_pointer_round_trip() -> None:
         "path": "gs://b/unet/v1/",
         "sha256": "AB" * 32,
         "published": "2026-05-06T07:08:09Z",
+        "previous": [],
     }
     pointer = contract.parse_latest_pointer(json.loads(json.dumps(document)))
     assert pointer == contract.LatestPointer(
         "v1", "gs://b/unet/v1", "ab" * 32, document["published"]
     )
-    # Written by hand (docs): version and path are enough.
-    assert contract.parse_latest_pointer({"version": "v1", "path": "v1"}).sha256 is None
+    # Written by hand (docs), or before the history was kept: version and path are enough.
+    old = contract.parse_latest_pointer({"version": "v1", "path": "v1"})
+    assert old.sha256 is None and old.previous == ()
+
+
+def test_the_pointer_history_is_newest_first_without_the_new_version() -> None:
+    when = datetime(2026, 5, 6, tzinfo=UTC)
+    first = contract.parse_latest_pointer(contract.latest_pointer("v1", "v1", "a" * 64, when))
+    assert contract.history_after(None, "v1") == []
+    second = contract.latest_pointer(
+        "v2", "v2", "b" * 64, when, previous=contract.history_after(first, "v2")
+    )
+    assert second["previous"] == ["v1"]
+    pointer = contract.parse_latest_pointer(second)
+    assert pointer.previous == ("v1",)
+    assert contract.history_after(pointer, "v3") == ["v2", "v1"]
+    assert contract.history_after(pointer, "v1") == ["v2"]  # promoting an older version
+    many = contract.LatestPointer("v0", "v0", None, None, tuple(f"v{i}" for i in range(1, 20)))
+    assert len(contract.history_after(many, "new")) == contract.LATEST_HISTORY_LIMIT
 
 
 @pytest.mark.parametrize(
@@ -275,6 +293,9 @@ def test_latest_pointer_round_trip() -> None:
         {"version": "v1", "path": None},
         {"version": "v1", "path": "v1", "sha256": "xyz"},
         {"version": "v1", "path": "v1", "published": 5},
+        {"version": "v1", "path": "v1", "previous": "v0"},
+        {"version": "v1", "path": "v1", "previous": ["../v0"]},
+        {"version": "v1", "path": "v1", "previous": [7]},
     ],
 )
 def test_bad_latest_pointers_are_refused(document: Any) -> None:

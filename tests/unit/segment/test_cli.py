@@ -56,6 +56,10 @@ def test_version_unknown_without_the_distribution(monkeypatch, capsys):
         (["dlq", "replay"], "subscription", "--subscription"),
         (["dlq", "replay"], "topic", "--topic"),
         (["status", "gs://b/n"], "output_bucket", "--output-bucket"),
+        (["models", "list"], "registry", "--registry"),
+        (["models", "promote", "v1"], "registry", "--registry"),
+        (["models", "rollback"], "registry", "--registry"),
+        (["models", "compare"], "output_bucket", "--output-bucket"),
     ],
 )
 def test_env_defaults_come_from_the_parser(argv, dest, option):
@@ -66,7 +70,17 @@ def test_env_defaults_come_from_the_parser(argv, dest, option):
     assert getattr(cli.build_parser({}).parse_args(argv), dest) is None
 
 
-@pytest.mark.parametrize("command", [["upload"], ["backfill"], ["dlq", "list"], ["status"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["upload"],
+        ["backfill"],
+        ["dlq", "list"],
+        ["status"],
+        ["models", "list"],
+        ["models", "compare"],
+    ],
+)
 def test_help_names_the_variables(command, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser({"SEGMENT_OUTPUT_BUCKET": "ob-now"}).parse_args([*command, "--help"])
