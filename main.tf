@@ -77,17 +77,22 @@ module "function" {
   models_bucket       = module.storage.models_bucket
   model_uri           = "gs://${module.storage.models_bucket}/unet/${var.model_version}"
 
-  memory           = var.function_memory
-  cpu              = var.function_cpu
-  max_instances    = var.function_max_instances
-  min_instances    = var.function_min_instances
-  concurrency      = var.function_concurrency
-  timeout_seconds  = var.function_timeout_seconds
-  max_image_bytes  = var.max_image_bytes
-  max_image_pixels = var.max_image_pixels
-  num_threads      = var.num_threads
-  log_level        = var.log_level
-  extra_env_vars   = var.function_extra_env_vars
+  memory          = var.function_memory
+  cpu             = var.function_cpu
+  max_instances   = var.function_max_instances
+  min_instances   = var.function_min_instances
+  concurrency     = var.function_concurrency
+  timeout_seconds = var.function_timeout_seconds
+  # The function's settings (functions/segmentation/settings.py): one line per setting.
+  settings = merge(var.function_extra_env_vars, {
+    MAX_IMAGE_BYTES       = tostring(var.max_image_bytes)
+    MAX_IMAGE_PIXELS      = tostring(var.max_image_pixels)
+    NUM_THREADS           = tostring(var.num_threads)
+    LOG_LEVEL             = var.log_level
+    MODEL_REFRESH_SECONDS = tostring(var.model_refresh_seconds)
+    CANARY_MODEL_VERSION  = var.canary_model_version
+    CANARY_PERCENT        = tostring(var.canary_percent)
+  })
 
   depends_on = [google_project_service.this]
 }

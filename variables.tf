@@ -177,11 +177,49 @@ variable "log_level" {
   type        = string
   description = "LOG_LEVEL of the function."
   default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "model_refresh_seconds" {
+  type        = number
+  description = "MODEL_REFRESH_SECONDS: how often (at most) a warm instance re-reads unet/latest.json and swaps in a promoted or rolled-back version; 0 = never (only new instances pick it up). No effect when model_version pins a version."
+  default     = 300
+
+  validation {
+    condition     = var.model_refresh_seconds >= 0 && floor(var.model_refresh_seconds) == var.model_refresh_seconds
+    error_message = "model_refresh_seconds must be a whole number of seconds, 0 or more."
+  }
+}
+
+variable "canary_model_version" {
+  type        = string
+  description = "CANARY_MODEL_VERSION: a published unet/<version> beside latest that segments canary_percent of uploads (\"\" = no canary)."
+  default     = ""
+
+  validation {
+    condition     = var.canary_model_version == "" || (can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", var.canary_model_version)) && var.canary_model_version != "latest")
+    error_message = "canary_model_version must be a version directory name (not \"latest\"), or \"\"."
+  }
+}
+
+variable "canary_percent" {
+  type        = number
+  description = "CANARY_PERCENT: share of uploads (0-100) segmented by canary_model_version, chosen by a hash of bucket, name and generation so redeliveries stay on one model; 0 = off."
+  default     = 0
+
+  validation {
+    condition     = var.canary_percent >= 0 && var.canary_percent <= 100
+    error_message = "canary_percent must be between 0 and 100."
+  }
 }
 
 variable "function_extra_env_vars" {
   type        = map(string)
-  description = "Additional environment variables for the function."
+  description = "Additional environment variables for the function (the settings above take precedence)."
   default     = {}
 }
 

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from segmentation.contract import LATEST_SEGMENT, SAFE_COMPONENT
 from segmentation.errors import SettingsError
@@ -52,6 +52,16 @@ class Settings:
     def canary_enabled(self) -> bool:
         """True when a share of uploads goes to CANARY_MODEL_VERSION."""
         return self.canary_model_version is not None and self.canary_percent > 0
+
+
+# Each field is read from the environment variable of its upper-cased name. Terraform passes every
+# one of them (tools/iac/check_structure.py checks it) except these, left at their defaults.
+DEPLOY_DEFAULTED = ("MODEL_CACHE_DIR",)
+
+
+def variable_names() -> tuple[str, ...]:
+    """The environment variable of each setting, in field order."""
+    return tuple(field.name.upper() for field in fields(Settings))
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -17,13 +17,10 @@ locals {
   source_hash = sha256(join("\n", [for f in local.source_files : "${f} ${filesha256("${var.source_dir}/${f}")}"]))
 
   # Contract with functions/ (docs/architecture.md, "Settings"): read once at cold start and validated there.
-  env_vars = merge(var.extra_env_vars, {
-    OUTPUT_BUCKET    = var.output_bucket
-    MODEL_URI        = var.model_uri
-    MAX_IMAGE_BYTES  = tostring(var.max_image_bytes)
-    MAX_IMAGE_PIXELS = tostring(var.max_image_pixels)
-    NUM_THREADS      = tostring(var.num_threads)
-    LOG_LEVEL        = var.log_level
+  # The buckets and the model come from this module; every other setting from var.settings.
+  env_vars = merge(var.settings, {
+    OUTPUT_BUCKET = var.output_bucket
+    MODEL_URI     = var.model_uri
   })
 }
 

@@ -132,39 +132,20 @@ variable "timeout_seconds" {
   }
 }
 
-variable "max_image_bytes" {
-  type        = number
-  description = "MAX_IMAGE_BYTES: larger uploads get an error record instead of a mask."
-  default     = 20971520
-}
-
-variable "max_image_pixels" {
-  type        = number
-  description = "MAX_IMAGE_PIXELS: decompression-bomb guard."
-  default     = 40000000
-}
-
-variable "num_threads" {
-  type        = number
-  description = "NUM_THREADS: LiteRT interpreter threads; keep it at the instance's vCPU count (more threads than vCPUs only contend)."
-  default     = 1
-}
-
-variable "log_level" {
-  type        = string
-  description = "LOG_LEVEL of the function."
-  default     = "INFO"
+variable "settings" {
+  type        = map(string)
+  description = "The function's other settings as environment variables (MAX_IMAGE_BYTES, NUM_THREADS, ...: functions/segmentation/settings.py documents and validates each at cold start). OUTPUT_BUCKET and MODEL_URI are set by this module."
+  default     = {}
 
   validation {
-    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
-    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+    condition     = alltrue([for k in keys(var.settings) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
+    error_message = "settings keys must be environment variable names (A-Z, 0-9, _)."
   }
-}
 
-variable "extra_env_vars" {
-  type        = map(string)
-  description = "More environment variables for the function (cannot override the ones above)."
-  default     = {}
+  validation {
+    condition     = length(setintersection(keys(var.settings), ["OUTPUT_BUCKET", "MODEL_URI"])) == 0
+    error_message = "settings must not set OUTPUT_BUCKET or MODEL_URI: the module derives them."
+  }
 }
 
 variable "artifact_retention_count" {

@@ -224,10 +224,16 @@ MUTATIONS = {
         "runtime must be python312",
     ),
     "function-env-contract": (
-        FUNCTION,
-        "    NUM_THREADS      = tostring(var.num_threads)\n",
+        "main.tf",
+        "    NUM_THREADS           = tostring(var.num_threads)\n",
         "",
         "environment variables missing: NUM_THREADS",
+    ),
+    "function-env-contract-new-setting": (
+        "main.tf",
+        "    CANARY_PERCENT        = tostring(var.canary_percent)\n",
+        "",
+        "environment variables missing: CANARY_PERCENT",
     ),
     "function-project-role-in-module": (
         FUNCTION,

@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segmentation import settings as function_settings
+
 from tools.iac.hcl import (
     REPO_ROOT,
     Block,
@@ -73,13 +75,12 @@ DEPLOYER_FORBIDDEN_PROJECT_ROLES = frozenset(
 TEST_BUILD_CONFIG = "cloudbuild.yaml"
 DEPLOY_BUILD_CONFIG = "cloudbuild-deploy.yaml"
 
-FUNCTION_ENV_CONTRACT = (
-    "OUTPUT_BUCKET",
-    "MODEL_URI",
-    "MAX_IMAGE_BYTES",
-    "MAX_IMAGE_PIXELS",
-    "NUM_THREADS",
-    "LOG_LEVEL",
+# Every setting of the function (functions/segmentation/settings.py owns the list), less the
+# ones the deployment leaves at their defaults.
+FUNCTION_ENV_CONTRACT = tuple(
+    name
+    for name in function_settings.variable_names()
+    if name not in function_settings.DEPLOY_DEFAULTED
 )
 # Roles that grant a principal access to a whole project, folder or organization.
 PROJECT_WIDE_IAM_TYPES = (
@@ -429,7 +430,9 @@ def check_function(config: Config) -> list[str]:
     if service.get("ingress_settings") != "ALLOW_INTERNAL_ONLY":
         problems.append(f"{where}: ingress_settings must be ALLOW_INTERNAL_ONLY")
     env = service.get("environment_variables")
-    env_text = str(env) + " " + str(module.locals())
+    # The module sets some variables itself and takes the rest from its caller (root main.tf).
+    callers = [str(body) for _, body in _callers(config, module)]
+    env_text = " ".join([str(env), str(module.locals()), *callers])
     missing = [k for k in FUNCTION_ENV_CONTRACT if k not in env_text]
     if missing:
         problems.append(f"{where}: environment variables missing: {', '.join(missing)}")

@@ -137,3 +137,17 @@ def test_model_uri_forms() -> None:
 )
 def test_bucket_names(name: str, valid: bool) -> None:
     assert is_valid_bucket_name(name) is valid
+
+
+def test_each_setting_has_the_variable_of_its_name_and_the_deployment_sets_it():
+    """One owner: a field of Settings is read from its upper-cased name, and Terraform passes
+    every one except DEPLOY_DEFAULTED (tools/iac/check_structure.py holds root main.tf to it)."""
+    from segmentation import settings as settings_lib
+
+    names = settings_lib.variable_names()
+    assert names[:2] == ("OUTPUT_BUCKET", "MODEL_URI")
+    assert set(settings_lib.DEPLOY_DEFAULTED) <= set(names)
+    environ = {"OUTPUT_BUCKET": "out-bucket", "MODEL_URI": "gs://models/unet/latest"}
+    for name in names[2:]:  # every optional setting is read from its own variable
+        with pytest.raises(SettingsError, match=name):
+            settings_lib.load_settings({**environ, name: "\x00not a value"})
