@@ -3,10 +3,11 @@
 Runs the local stack (real emulators, the function under functions-framework), uploads a real
 sample and a non-image, collects the function's JSON summary lines and turns each into the log
 entry Cloud Run would make of it (`severity` becomes the entry's severity, every other key lands
-in jsonPayload). Then, for every google_logging_metric of infra/monitoring/main.tf (parsed with
-python-hcl2 as tools/iac does, locals, variables and for_each keys resolved): its filter must
-match some of those entries, and in every entry it matches, its value extractor must find a
-number and each label extractor a field that is there.
+in jsonPayload). Then, for every instance of the google_logging_metric resources of
+infra/monitoring/main.tf (parsed with python-hcl2 as tools/iac does; for_each, locals and each.*
+evaluated by tests/iac/test_iac_monitoring.py's Evaluator, variables kept as <var.x> markers): its
+filter must match some of those entries, and in every entry it matches, its value extractor must
+find a number and each label extractor a field that is there.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from segmentation.results import Outcome
 
 from segment import function_logs, notifier
 from tests.conftest import REPO_ROOT
+from tests.iac.test_iac_monitoring import Evaluator
 from tests.integration.conftest import wait_until
-from tools.iac.hcl import Module, expression, load_config
+from tools.iac.hcl import Module, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -54,59 +56,20 @@ def _module() -> Module:
     return load_config(REPO_ROOT)[MONITORING]
 
 
-def _resolve(text: str, module: Module, each_key: str | None) -> str:
-    """Substitutes ${local.x} (recursively), ${each.key} and ${var.x} (kept as a marker)."""
-    local_values = module.locals()
-
-    def substitute(match: re.Match[str]) -> str:
-        ref = match.group(1).strip()
-        if ref.startswith("local."):
-            value = local_values[ref.removeprefix("local.")]
-            assert isinstance(value, str), f"{ref} is not a string: {value!r}"
-            return _resolve(value, module, each_key)
-        if ref in ("each.key", "each.value"):
-            assert each_key is not None, f"{ref} outside for_each"
-            return each_key
-        if ref.startswith("var."):
-            return f"<{ref}>"
-        raise AssertionError(f"cannot resolve ${{{ref}}} in {text!r}")
-
-    return re.sub(r"\$\{([^}]*)\}", substitute, text)
-
-
-def _instances(module: Module, body: dict[str, Any]) -> list[str | None]:
-    for_each = body.get("for_each")
-    if for_each is None:
-        return [None]
-    expr = expression(for_each) or ""
-    match = re.fullmatch(r"toset\(local\.(\w+)\)", expr)
-    assert match, f"unsupported for_each {for_each!r}"
-    keys = module.locals()[match.group(1)]
-    assert isinstance(keys, list) and keys
-    return keys
-
-
 def log_metrics() -> list[Metric]:
-    module = _module()
+    evaluator = Evaluator(_module())
     metrics = []
-    for block in module.resources("google_logging_metric"):
-        body = block.body
-        for key in _instances(module, body):
-            address = block.address + (f'["{key}"]' if key else "")
-            value = body.get("value_extractor")
-            labels = body.get("label_extractors") or {}
-            metrics.append(
-                Metric(
-                    address=address,
-                    filter=_resolve(body["filter"], module, key),
-                    value_path=_extract_path(_resolve(value, module, key)) if value else None,
-                    label_paths={
-                        name: _extract_path(_resolve(extractor, module, key))
-                        for name, extractor in labels.items()
-                        if not name.startswith("__")
-                    },
-                )
+    for address, body, scope in evaluator.instances("google_logging_metric"):
+        value = evaluator.value(body.get("value_extractor"), scope)
+        labels = evaluator.value(body.get("label_extractors") or {}, scope)
+        metrics.append(
+            Metric(
+                address=address,
+                filter=evaluator.value(body["filter"], scope),
+                value_path=_extract_path(value) if value is not None else None,
+                label_paths={name: _extract_path(extractor) for name, extractor in labels.items()},
             )
+        )
     return metrics
 
 
@@ -186,12 +149,12 @@ def log_entries(local_stack) -> list[dict[str, Any]]:
 def test_the_terraform_defines_the_metrics_this_test_checks() -> None:
     addresses = {metric.address for metric in log_metrics()}
     assert {
-        "google_logging_metric.outcomes",
-        "google_logging_metric.latency",
-        "google_logging_metric.mean_confidence",
-        'google_logging_metric.stage_latency["infer"]',
-        'google_logging_metric.stage_latency["model_load"]',
-        'google_logging_metric.class_fraction["border"]',
+        'google_logging_metric.this["outcomes"]',
+        'google_logging_metric.this["latency"]',
+        'google_logging_metric.this["mean_confidence"]',
+        'google_logging_metric.this["stage_latency/infer"]',
+        'google_logging_metric.this["stage_latency/model_load"]',
+        'google_logging_metric.this["class_fraction/border"]',
     } <= addresses
 
 
@@ -227,7 +190,7 @@ def test_each_metric_reads_fields_the_function_logs(
 
 
 def test_outcome_metric_sees_both_outcomes(log_entries: list[dict[str, Any]]) -> None:
-    [outcomes] = [m for m in log_metrics() if m.address == "google_logging_metric.outcomes"]
+    [outcomes] = [m for m in log_metrics() if m.address == 'google_logging_metric.this["outcomes"]']
     seen = {lookup(e, outcomes.label_paths["outcome"]) for e in log_entries}
     assert seen == {"mask_written", "error_recorded"}
     reasons = {lookup(e, outcomes.label_paths["reason"]) for e in log_entries}
