@@ -105,13 +105,15 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
         log.info("training already complete", extra={"model": str(final_path)})
         return final_path
 
+    # The code that trains is the code at the start: a checkout may move during a long run.
+    commit = git_commit()
     with model_lib.global_policy(_precision_policy(config.mixed_precision)):
         model, splits, plain_batches = _train_phases(config, store, state, out, extra_callbacks)
     # Recalibrated and saved in float32: what convert and evaluate load (and serving runs).
     model = model_lib.as_float32(model)
     recalibrate_batchnorm(model, plain_batches, config.bn_recalibration_steps)
     save_final_model(model, final_path)
-    _write_training_facts(config, splits, state, out)
+    _write_training_facts(config, splits, state, out, commit)
     state.complete = True
     store.save_state(state)
     log.info("training complete", extra={"model": str(final_path), "epochs": state.epoch})
@@ -311,7 +313,7 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
 
 
 def _write_training_facts(
-    config: TrainConfig, splits: data_lib.Splits, state: TrainingState, out: Path
+    config: TrainConfig, splits: data_lib.Splits, state: TrainingState, out: Path, commit: str
 ) -> None:
     facts: dict[str, Any] = {
         "dataset": splits.description.get("dataset"),
@@ -323,7 +325,7 @@ def _write_training_facts(
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "python_version": platform.python_version(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "numpy_seed": config.seed,
     }
     (out / TRAINING_FACTS).write_text(json.dumps(facts, indent=2, default=str) + "\n")
