@@ -92,6 +92,9 @@ module "function" {
     MODEL_REFRESH_SECONDS = tostring(var.model_refresh_seconds)
     CANARY_MODEL_VERSION  = var.canary_model_version
     CANARY_PERCENT        = tostring(var.canary_percent)
+    # Only this bucket's events are processed (events of other readable buckets are ignored).
+    INPUT_BUCKET             = module.storage.input_bucket
+    DELETE_OUTPUTS_ON_DELETE = tostring(var.delete_outputs_on_delete)
   })
 
   depends_on = [google_project_service.this]

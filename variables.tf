@@ -217,6 +217,12 @@ variable "canary_percent" {
   }
 }
 
+variable "delete_outputs_on_delete" {
+  type        = bool
+  description = "DELETE_OUTPUTS_ON_DELETE: when an upload is deleted (or archived, or overwritten) its mask and error record of that generation are deleted too (the notification also sends OBJECT_DELETE and OBJECT_ARCHIVE); false = outputs outlive their uploads until the output bucket's lifecycle rule."
+  default     = true
+}
+
 variable "function_extra_env_vars" {
   type        = map(string)
   description = "Additional environment variables for the function (the settings above take precedence)."

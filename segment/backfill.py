@@ -100,7 +100,7 @@ def plan(
         if blob.name.endswith("/"):
             yield Decision(blob, SKIP_FOLDER)
             continue
-        found = tuple(outputs.find_outputs(storage, output_bucket, blob.name))
+        found = tuple(outputs.find_outputs(storage, output_bucket, blob.name, source_bucket=bucket))
         if outputs.is_processed(found, int(blob.generation)):
             yield Decision(blob, SKIP_CURRENT, found)
         else:

@@ -2,9 +2,11 @@
 `segment` command uses (status, backfill, dlq, upload --wait, local run).
 
 The function owns what an output is: its names (`masks/<name>.png`, `errors/<name>.json`, with a
-safe fallback for odd names) and its metadata keys are imported from `segmentation.storage`, and
-an output's object is described by the function's own `ObjectInfo`, whose `source_generation`
-reads the `source-generation` metadata.
+safe fallback for odd names, and the conflict name used when another source's output holds that
+name) and its metadata keys are imported from `segmentation.storage`, and an output's object is
+described by the function's own `ObjectInfo`, whose `source_generation` reads the
+`source-generation` metadata. An object whose metadata names another source is never reported
+as this source's output.
 
 An output is *current* when its source generation equals the input object's generation, *stale*
 when it is older (the object was re-uploaded since), *newer* when it is newer than the generation
@@ -23,13 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
-from segmentation.storage import META_ERROR_REASON, ObjectInfo, error_name, mask_name
+from segmentation.storage import (
+    META_ERROR_REASON,
+    META_SOURCE_NAME,
+    ObjectInfo,
+    error_conflict_name,
+    error_name,
+    mask_conflict_name,
+    mask_name,
+    names_other_source,
+)
 
 from segment import clients
 
 MASK = "mask"
 ERROR = "error"
-KINDS = ((MASK, mask_name), (ERROR, error_name))  # the finder's order: mask first
+# (kind, output name, conflict name), in the finder's order: mask first.
+KINDS = ((MASK, mask_name, mask_conflict_name), (ERROR, error_name, error_conflict_name))
 POLL_INTERVAL_S = 0.25
 
 
@@ -100,17 +112,33 @@ class OutputRecord:
         return target
 
 
-def find_outputs(storage: Any, output_bucket: str, source_name: str) -> list[OutputRecord]:
-    """The mask and the error record for `source_name` that exist (mask first)."""
+def find_outputs(
+    storage: Any, output_bucket: str, source_name: str, *, source_bucket: str | None = None
+) -> list[OutputRecord]:
+    """The mask and the error record for `source_name` that exist (mask first): at the output
+    name, or at the conflict name when the output name holds another source's output. With
+    `source_bucket`, an output made from the same name in another bucket is another source's."""
     bucket = storage.bucket(output_bucket)
     found = []
-    for kind, name_of in KINDS:
-        blob = bucket.get_blob(
-            name_of(source_name), retry=clients.storage_retry(), timeout=clients.STORAGE_TIMEOUT
-        )
-        if blob is not None:
-            found.append(OutputRecord(kind, _info(output_bucket, blob), blob.updated))
+    for kind, name_of, conflict_name_of in KINDS:
+        for name in (name_of(source_name), conflict_name_of(source_name)):
+            blob = bucket.get_blob(
+                name, retry=clients.storage_retry(), timeout=clients.STORAGE_TIMEOUT
+            )
+            if blob is None:
+                break  # the function writes the conflict name only when this one is taken
+            info = _info(output_bucket, blob)
+            if not _foreign(info, source_bucket, source_name):
+                found.append(OutputRecord(kind, info, blob.updated))
+                break
     return found
+
+
+def _foreign(info: ObjectInfo, source_bucket: str | None, source_name: str) -> bool:
+    if source_bucket is None:
+        other = info.metadata.get(META_SOURCE_NAME)
+        return other is not None and other != source_name
+    return names_other_source(info, source_bucket, source_name)
 
 
 def _info(bucket: str, blob: Any) -> ObjectInfo:
@@ -148,6 +176,7 @@ def wait_for_outputs(
     generations: Mapping[str, int],
     *,
     timeout: float,
+    source_bucket: str | None = None,
     on_output: Callable[[str, OutputRecord], None] | None = None,
     poll_interval: float = POLL_INTERVAL_S,
 ) -> dict[str, OutputRecord]:
@@ -159,7 +188,10 @@ def wait_for_outputs(
         for source_name, generation in generations.items():
             if source_name in found:
                 continue
-            output = current_output(find_outputs(storage, output_bucket, source_name), generation)
+            found_now = find_outputs(
+                storage, output_bucket, source_name, source_bucket=source_bucket
+            )
+            output = current_output(found_now, generation)
             if output is None:
                 continue
             try:

@@ -219,6 +219,7 @@ class LocalStack:
         assert self.gcs is not None and self._work_dir is not None
         return {
             "OUTPUT_BUCKET": self.names.output_bucket,
+            "INPUT_BUCKET": self.names.input_bucket,
             "MODEL_URI": self.options.model_uri,
             "MODEL_CACHE_DIR": str(self._work_dir / "model-cache"),
             "STORAGE_EMULATOR_HOST": self.gcs.url,

@@ -45,6 +45,12 @@ class OutputIsInputBucketError(PermanentError):
     reason = "output_is_input_bucket"
 
 
+class OutputConflictError(PermanentError):
+    """Both the output name and the conflict name of an upload are held by other sources."""
+
+    reason = "output_conflict"
+
+
 class InputError(PermanentError):
     """The uploaded object cannot be segmented; an error record is written for it."""
 

@@ -14,6 +14,9 @@ Two deliveries of the same Pub/Sub message arrive as the same CloudEvent type
 The message attributes come from the bucket notification (eventType, bucketId, objectId,
 objectGeneration, payloadFormat, ...); with payloadFormat JSON_API_V1 the data is the object
 resource, with NONE there is no data and the size comes from the object's metadata later.
+OBJECT_FINALIZE (an upload), OBJECT_DELETE and OBJECT_ARCHIVE (a generation removed, or made
+noncurrent in a versioned bucket; `overwrittenByGeneration` is set when an upload replaced it)
+carry the object; other event types are parsed no further.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from segmentation.errors import MalformedEventError
 
 PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
 OBJECT_FINALIZE = "OBJECT_FINALIZE"
+OBJECT_DELETE = "OBJECT_DELETE"
+OBJECT_ARCHIVE = "OBJECT_ARCHIVE"
+OBJECT_EVENT_TYPES = (OBJECT_FINALIZE, OBJECT_DELETE, OBJECT_ARCHIVE)
+DELETION_EVENT_TYPES = (OBJECT_DELETE, OBJECT_ARCHIVE)
 PAYLOAD_JSON = "JSON_API_V1"
 PAYLOAD_NONE = "NONE"
 
@@ -54,17 +61,26 @@ class StorageObject:
 
 @dataclass(frozen=True)
 class UploadEvent:
-    """One parsed notification. `object` is None only for event types we ignore."""
+    """One parsed notification. `object` is None only for event types we ignore.
+
+    `overwritten_by_generation` (OBJECT_DELETE / OBJECT_ARCHIVE only): the generation of the
+    upload that replaced this one, when an overwrite (not a deletion) removed it."""
 
     message_id: str
     event_type: str
     object: StorageObject | None
     publish_time: str | None = None
     source: str | None = None
+    overwritten_by_generation: int | None = None
 
     @property
     def is_finalize(self) -> bool:
         return self.event_type == OBJECT_FINALIZE
+
+    @property
+    def is_deletion(self) -> bool:
+        """OBJECT_DELETE or OBJECT_ARCHIVE: this generation is no longer the live object."""
+        return self.event_type in DELETION_EVENT_TYPES
 
 
 def parse_cloud_event(cloud_event: Any) -> UploadEvent:
@@ -110,10 +126,17 @@ def parse_event(attributes: Mapping[str, Any], data: Any) -> UploadEvent:
         raise MalformedEventError("notification attribute 'eventType' is missing")
     publish_time = message.get("publishTime") or message.get("publish_time")
     source = attributes.get("source")
-    if gcs_event_type != OBJECT_FINALIZE:
+    if gcs_event_type not in OBJECT_EVENT_TYPES:
         return UploadEvent(message_id, gcs_event_type, None, publish_time, source)
     storage_object = _storage_object(notification, message.get("data"))
-    return UploadEvent(message_id, gcs_event_type, storage_object, publish_time, source)
+    overwritten_by = None
+    if gcs_event_type in DELETION_EVENT_TYPES and notification.get("overwrittenByGeneration"):
+        overwritten_by = _parse_int(
+            notification["overwrittenByGeneration"], "overwrittenByGeneration"
+        )
+    return UploadEvent(
+        message_id, gcs_event_type, storage_object, publish_time, source, overwritten_by
+    )
 
 
 def _storage_object(notification: Mapping[str, Any], encoded: Any) -> StorageObject:

@@ -7,20 +7,30 @@ the summary line name the version and track of the model that made it.
 `handle_cloud_event` wraps it for the entry point: parse, process, log exactly one structured
 summary line, and decide ack (return) versus redelivery (raise).
 
-Generation rules, per input object name, over its two possible outputs (`masks/...png` and
-`errors/...json`, both carrying `source-generation` metadata):
-* the newest source generation recorded in either output is the object's processed state;
-  an event for that generation is a duplicate, for an older one superseded: nothing is written;
+Generation rules, per input object, over its two possible outputs (`masks/...png` and
+`errors/...json`, both carrying `source-bucket`, `source-name` and `source-generation` metadata):
+* an output whose metadata names another source is never compared with, overwritten or deleted:
+  it is logged as a conflict (`output_conflict`) and this object's output of that kind goes to
+  its conflict name (`storage.conflict_name`) instead;
+* the newest source generation recorded in either output of this source is the object's
+  processed state; an event for that generation is a duplicate, for an older one superseded:
+  nothing is written. A duplicate still finishes the job (`_finish`), so a redelivery after a
+  fault completes what the first delivery left undone;
 * writes are conditional on the output object's generation (0 when absent), so a concurrent
   writer makes us lose with 412; we re-read and stop if it is at least as new (`write_if_newer`);
-* after writing, the other output kind is deleted when it describes an older generation (a valid
-  re-upload clears an old error record and vice versa); if it describes a newer one, we deleted
-  our own write instead: the newest generation always wins.
+* after writing (and on a duplicate), the other output kind is deleted when it describes an
+  older generation (a valid re-upload clears an old error record and vice versa); if it
+  describes a newer one, we deleted our own write instead: the newest generation always wins;
+  with DELETE_OUTPUTS_ON_DELETE, an input deleted while it was processed loses the output just
+  written (its deletion event may have found nothing to delete).
+OBJECT_DELETE / OBJECT_ARCHIVE of a generation that is no longer live remove this source's
+outputs made from that generation or an older one (`_remove_outputs`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +42,7 @@ from segmentation.errors import (
     InputError,
     MalformedEventError,
     ObjectNotFoundError,
+    OutputConflictError,
     OutputIsInputBucketError,
     PermanentError,
     TransientError,
@@ -52,14 +63,22 @@ class ModelSource(Protocol):
 
 
 @dataclass(frozen=True)
+class _Slot:
+    """Where this source's output of one kind lives (its output name, or its conflict name when
+    another source's output holds that), and the output found there (None: absent)."""
+
+    name: str
+    existing: ObjectInfo | None
+
+
+@dataclass(frozen=True)
 class _Outputs:
     bucket: str
-    mask: str
-    error: str
+    mask: _Slot
+    error: _Slot
 
-    @classmethod
-    def for_object(cls, bucket: str, source_name: str) -> _Outputs:
-        return cls(bucket, storage.mask_name(source_name), storage.error_name(source_name))
+    def other(self, name: str) -> _Slot:
+        return self.error if name == self.mask.name else self.mask
 
 
 @dataclass(frozen=True)
@@ -87,30 +106,131 @@ def process_event(
 ) -> Result:
     """Processes one parsed notification; raises only for non-input failures."""
     obj = event.object
-    if not event.is_finalize or obj is None:
-        return Result(Outcome.IGNORED, f"event type {event.event_type} is not OBJECT_FINALIZE")
+    skipped = _skipped(event, settings)
+    if skipped is not None or obj is None:
+        return skipped or Result(Outcome.IGNORED, "no object")
+    timings = timings if timings is not None else Timings()
+    if event.is_deletion:
+        return _remove_outputs(event, obj, store, settings.output_bucket, timings)
+    with timings.measure("check"):
+        outputs = _locate(store, settings.output_bucket, obj, log_conflicts=True)
+    job = _Job(event, obj, store, settings, timings, outputs)
+    settled = _settled(obj, outputs.mask.existing, outputs.error.existing)
+    if settled is not None:
+        if settled.outcome is Outcome.DUPLICATE:
+            return _finish_duplicate(job, settled)
+        return settled
+    try:
+        return _segment(job, model, existing_mask=outputs.mask.existing)
+    except InputError as exc:
+        return _record_error(job, exc, existing_error=outputs.error.existing)
+
+
+def _skipped(event: UploadEvent, settings: Settings) -> Result | None:
+    """The Result of an event that is not processed (ignored); raises for the output bucket."""
+    obj = event.object
+    if obj is None or not (event.is_finalize or event.is_deletion):
+        return Result(Outcome.IGNORED, f"event type {event.event_type} is not handled")
     if obj.is_folder_placeholder:
         return Result(Outcome.IGNORED, "folder placeholder")
+    if event.is_deletion and not settings.delete_outputs_on_delete:
+        return Result(
+            Outcome.IGNORED, "DELETE_OUTPUTS_ON_DELETE is off", reason="delete_outputs_off"
+        )
     if obj.bucket == settings.output_bucket:
         raise OutputIsInputBucketError(
             f"{obj.uri} is in OUTPUT_BUCKET; refusing to write where uploads trigger us"
         )
-    outputs = _Outputs.for_object(settings.output_bucket, obj.name)
-    job = _Job(event, obj, store, settings, timings if timings is not None else Timings(), outputs)
-    with job.timings.measure("check"):
-        mask = store.stat(outputs.bucket, outputs.mask)
-        error = store.stat(outputs.bucket, outputs.error)
-    settled = _settled(obj, mask, error)
-    if settled is not None:
-        return settled
-    try:
-        return _segment(job, model, existing_mask=mask)
-    except InputError as exc:
-        return _record_error(job, exc, existing_error=error)
+    if settings.input_bucket is not None and obj.bucket != settings.input_bucket:
+        return Result(
+            Outcome.IGNORED,
+            f"{obj.uri} is not in INPUT_BUCKET {settings.input_bucket}",
+            reason="not_input_bucket",
+        )
+    return None
+
+
+def _locate(
+    store: ObjectStore, bucket: str, obj: StorageObject, *, log_conflicts: bool
+) -> _Outputs:
+    mask = _locate_kind(
+        store,
+        bucket,
+        obj,
+        storage.mask_name(obj.name),
+        storage.mask_conflict_name(obj.name),
+        log_conflicts=log_conflicts,
+    )
+    error = _locate_kind(
+        store,
+        bucket,
+        obj,
+        storage.error_name(obj.name),
+        storage.error_conflict_name(obj.name),
+        log_conflicts=log_conflicts,
+    )
+    return _Outputs(bucket, mask, error)
+
+
+def _locate_kind(
+    store: ObjectStore,
+    bucket: str,
+    obj: StorageObject,
+    name: str,
+    conflict_name: str,
+    *,
+    log_conflicts: bool,
+) -> _Slot:
+    """The slot of one output kind: its output name, unless another source's output is there."""
+    found = store.stat(bucket, name)
+    if found is None or not storage.names_other_source(found, obj.bucket, obj.name):
+        return _Slot(name, found)
+    alternative = store.stat(bucket, conflict_name)
+    taken = alternative is not None and storage.names_other_source(
+        alternative, obj.bucket, obj.name
+    )
+    if log_conflicts:
+        _log_conflict(obj, found, conflict_name, alternative if taken else None)
+    if not taken:
+        return _Slot(conflict_name, alternative)
+    if not log_conflicts:  # a deletion: nothing of ours can be there
+        return _Slot(conflict_name, None)
+    raise OutputConflictError(
+        f"gs://{bucket}/{name} and gs://{bucket}/{conflict_name} both belong to other sources"
+    )
+
+
+def _log_conflict(
+    obj: StorageObject, found: ObjectInfo, conflict_name: str, taken: ObjectInfo | None
+) -> None:
+    def held(info: ObjectInfo) -> dict[str, str | None]:
+        return {
+            "output": f"gs://{info.bucket}/{info.name}",
+            "source_bucket": info.metadata.get(storage.META_SOURCE_BUCKET),
+            "source_name": info.metadata.get(storage.META_SOURCE_NAME),
+            "source_generation": info.metadata.get(storage.META_SOURCE_GENERATION),
+        }
+
+    fields: dict[str, Any] = {
+        "event": "output_conflict",
+        "bucket": obj.bucket,
+        "object": obj.name,
+        "generation": str(obj.generation),
+        "held_by": held(found),
+        "output": f"gs://{found.bucket}/{conflict_name}",
+        "conflict_held_by": held(taken) if taken is not None else None,
+    }
+    logs.log_fields(
+        log,
+        logging.WARNING,
+        f"output_conflict gs://{found.bucket}/{found.name} belongs to another source; "
+        f"using gs://{found.bucket}/{conflict_name} for {obj.uri}",
+        fields,
+    )
 
 
 def _settled(obj: StorageObject, *existing: ObjectInfo | None) -> Result | None:
-    """A Result when an output already records this or a newer generation."""
+    """A Result when an output (of this source) already records this or a newer generation."""
     found = [info for info in existing if info is not None]
     if not found:
         return None
@@ -123,6 +243,88 @@ def _settled(obj: StorageObject, *existing: ObjectInfo | None) -> Result | None:
             Outcome.SUPERSEDED, f"generation {newest.source_generation} is already processed", uri
         )
     return None
+
+
+def _finish_duplicate(job: _Job, duplicate: Result) -> Result:
+    """A duplicate delivery finishes what the first one may have left undone (a fault after its
+    write): the other output kind of an older generation is deleted, and an input deleted
+    meanwhile loses this output."""
+    outputs, generation = job.outputs, job.obj.generation
+    done = next(
+        slot.existing
+        for slot in (outputs.mask, outputs.error)
+        if slot.existing is not None and slot.existing.source_generation == generation
+    )
+    with job.timings.measure("upload"):
+        finished = _finish(job, done, other=outputs.other(done.name).existing)
+    return finished or duplicate
+
+
+def _finish(job: _Job, written: ObjectInfo, *, other: ObjectInfo | None) -> Result | None:
+    """After `written` (this generation's output): reconciles the other output kind (`other`,
+    as last read) and, with DELETE_OUTPUTS_ON_DELETE, checks the input is still there.
+    Returns a Result when `written` had to go; None when it stands."""
+    store, obj = job.store, job.obj
+    generation = obj.generation
+    if other is not None and not storage.names_other_source(other, obj.bucket, obj.name):
+        if other.source_generation > generation:
+            storage.delete_exact(store, written)
+            return Result(Outcome.SUPERSEDED, f"gs://{other.bucket}/{other.name} is newer")
+        storage.delete_if_older(store, other, generation)
+    if job.settings.delete_outputs_on_delete:
+        live = store.stat(obj.bucket, obj.name)
+        if live is None:
+            # Deleted while we worked: its OBJECT_DELETE/ARCHIVE may have found nothing yet.
+            storage.delete_exact(store, written)
+            return Result(
+                Outcome.OBJECT_GONE,
+                f"{obj.uri} was deleted while it was processed; its output was removed",
+            )
+    return None
+
+
+def _remove_outputs(
+    event: UploadEvent, obj: StorageObject, store: ObjectStore, bucket: str, timings: Timings
+) -> Result:
+    """OBJECT_DELETE / OBJECT_ARCHIVE: deletes this source's outputs made from the removed
+    generation or an older one. Nothing of a newer generation (an overwrite's, or a re-upload's)
+    and nothing of another source is touched, and nothing at all while the notification's
+    generation is still the live object (a replayed or forged notification)."""
+    with timings.measure("check"):
+        live = store.stat(obj.bucket, obj.name)
+        if live is not None and live.generation <= obj.generation:
+            return Result(
+                Outcome.IGNORED,
+                f"{obj.uri}#{live.generation} is still live: nothing deleted",
+                reason="still_live",
+            )
+        outputs = _locate(store, bucket, obj, log_conflicts=False)
+    deleted = []
+    with timings.measure("delete"):
+        for slot in (outputs.mask, outputs.error):
+            info = slot.existing
+            if info is None or not storage.belongs_to(info, obj.bucket, obj.name):
+                continue
+            if info.source_generation > obj.generation:
+                continue  # made from a newer upload (an overwrite): it stays
+            if storage.delete_exact(store, info):
+                deleted.append(f"gs://{info.bucket}/{info.name}")
+    why = (
+        f"overwritten by generation {event.overwritten_by_generation}"
+        if event.overwritten_by_generation
+        else "deleted"
+    )
+    if not deleted:
+        return Result(
+            Outcome.IGNORED,
+            f"{obj.uri}#{obj.generation} {why}: no output of it to delete",
+            reason="no_outputs",
+        )
+    return Result(
+        Outcome.OUTPUTS_DELETED,
+        f"{obj.uri}#{obj.generation} {why}: deleted {', '.join(deleted)}",
+        deleted[0],
+    )
 
 
 def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo | None) -> Result:
@@ -163,7 +365,7 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
     }
     return _publish(
         job,
-        job.outputs.mask,
+        job.outputs.mask.name,
         png,
         content_type=storage.MASK_CONTENT_TYPE,
         metadata=metadata,
@@ -210,7 +412,7 @@ def _record_error(job: _Job, exc: InputError, *, existing_error: ObjectInfo | No
     body = json.dumps(record, ensure_ascii=False, indent=2).encode()
     result = _publish(
         job,
-        job.outputs.error,
+        job.outputs.error.name,
         body,
         content_type=storage.ERROR_CONTENT_TYPE,
         metadata={**_source_metadata(obj), storage.META_ERROR_REASON: exc.reason},
@@ -260,13 +462,10 @@ def _publish(
             if written.info.source_generation == generation:
                 return Result(Outcome.DUPLICATE, "written concurrently by another delivery", uri)
             return Result(Outcome.SUPERSEDED, "a newer generation was written concurrently", uri)
-        other_name = job.outputs.error if name == job.outputs.mask else job.outputs.mask
-        other = store.stat(bucket, other_name)
-        if other is not None and other.source_generation > generation:
-            storage.delete_exact(store, written.info)
-            return Result(Outcome.SUPERSEDED, f"gs://{bucket}/{other_name} is newer")
-        if other is not None:
-            storage.delete_if_older(store, other, generation)
+        other = job.outputs.other(name)
+        undone = _finish(job, written.info, other=store.stat(bucket, other.name))
+        if undone is not None:
+            return undone
     return Result(
         outcome,
         f"wrote {uri}",

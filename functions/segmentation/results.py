@@ -18,6 +18,7 @@ class Outcome(StrEnum):
     SUPERSEDED = "superseded"
     IGNORED = "ignored"
     OBJECT_GONE = "object_gone"
+    OUTPUTS_DELETED = "outputs_deleted"
     MALFORMED_EVENT = "malformed_event"
     REJECTED = "rejected"
     TRANSIENT_ERROR = "transient_error"
@@ -40,6 +41,7 @@ SEVERITY = {
     Outcome.SUPERSEDED: logging.INFO,
     Outcome.IGNORED: logging.INFO,
     Outcome.OBJECT_GONE: logging.INFO,
+    Outcome.OUTPUTS_DELETED: logging.INFO,
     Outcome.ERROR_RECORDED: logging.WARNING,
     Outcome.TRANSIENT_ERROR: logging.WARNING,
     Outcome.MALFORMED_EVENT: logging.ERROR,

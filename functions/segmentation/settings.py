@@ -26,6 +26,10 @@ DEFAULT_MODEL_CACHE_DIR = "/tmp/segmentation-models"
 # A warm instance re-reads `latest.json` at most this often (0: never; a pinned MODEL_URI never).
 DEFAULT_MODEL_REFRESH_SECONDS = 300
 DEFAULT_CANARY_PERCENT = 0.0
+# OBJECT_DELETE / OBJECT_ARCHIVE of an upload removes its outputs (functions/README.md, Output).
+DEFAULT_DELETE_OUTPUTS_ON_DELETE = True
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_NUM_THREADS = 64
 
@@ -47,6 +51,10 @@ class Settings:
     model_refresh_seconds: int = DEFAULT_MODEL_REFRESH_SECONDS
     canary_model_version: str | None = None
     canary_percent: float = DEFAULT_CANARY_PERCENT
+    # The one bucket whose uploads are processed; None (unset) accepts any bucket but
+    # OUTPUT_BUCKET, as before this setting existed (Terraform always sets it).
+    input_bucket: str | None = None
+    delete_outputs_on_delete: bool = DEFAULT_DELETE_OUTPUTS_ON_DELETE
 
     @property
     def canary_enabled(self) -> bool:
@@ -82,7 +90,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         canary_model_version=_optional(env, "CANARY_MODEL_VERSION", None, _version_name),
         canary_percent=_optional(env, "CANARY_PERCENT", DEFAULT_CANARY_PERCENT, _percent),
+        input_bucket=_optional(env, "INPUT_BUCKET", None, _bucket_name),
+        delete_outputs_on_delete=_optional(
+            env, "DELETE_OUTPUTS_ON_DELETE", DEFAULT_DELETE_OUTPUTS_ON_DELETE, _boolean
+        ),
     )
+    if settings.input_bucket is not None and settings.input_bucket == settings.output_bucket:
+        raise SettingsError(
+            "INPUT_BUCKET",
+            f"must not be OUTPUT_BUCKET (got {settings.input_bucket!r}): outputs would trigger "
+            "the function",
+        )
     if settings.canary_percent > 0 and settings.canary_model_version is None:
         raise SettingsError(
             "CANARY_MODEL_VERSION",
@@ -185,6 +203,15 @@ def _percent(raw: str) -> float:
     if not math.isfinite(value) or not 0 <= value <= 100:
         raise ValueError("must be a number from 0 to 100")
     return value
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"must be true or false ({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
 
 
 def _thread_count(raw: str) -> int:

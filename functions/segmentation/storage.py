@@ -8,7 +8,9 @@ Everything above this module sees only `ObjectStore` and the exceptions in `erro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +41,13 @@ ERROR_SUFFIX = ".json"
 MASK_CONTENT_TYPE = "image/png"
 ERROR_CONTENT_TYPE = "application/json"
 MAX_OBJECT_NAME_BYTES = 1024  # Cloud Storage's limit, UTF-8 encoded
-HASH_HEX_CHARS = 32
+HASH_HEX_CHARS = 32  # fallback names: "~" + the first 32 hex digits of sha256(source name)
+CONFLICT_HASH_HEX_CHARS = 64  # conflict names: "~" + all 64 hex digits of sha256(source name)
+# The tails that mark a derived (not verbatim) output name. A plain name never ends in one: a
+# source name that does is given the fallback form itself, so the three namespaces (plain,
+# fallback, conflict) are disjoint and `output_name` / `conflict_name` are injective.
+FALLBACK_TAIL = re.compile(rf"~[0-9a-f]{{{HASH_HEX_CHARS}}}\Z")
+CONFLICT_TAIL = re.compile(rf"~[0-9a-f]{{{CONFLICT_HASH_HEX_CHARS}}}\Z")
 
 # Custom metadata on every output object (values are strings, as GCS stores them).
 META_SOURCE_BUCKET = "source-bucket"
@@ -87,8 +95,11 @@ class ObjectStore(Protocol):
     def stat(self, bucket: str, name: str, *, generation: int | None = None) -> ObjectInfo | None:
         """Metadata of the live object (or of `generation`); None when it does not exist."""
 
-    def read(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
-        """The object's bytes; raises `ObjectNotFoundError`."""
+    def read(
+        self, bucket: str, name: str, *, generation: int | None = None, limit: int | None = None
+    ) -> bytes:
+        """The object's bytes, at most `limit` of them (the transfer stops there: a longer object
+        is cut, whatever its metadata says); raises `ObjectNotFoundError`."""
 
     def write(
         self,
@@ -125,20 +136,50 @@ def error_name(source_name: str) -> str:
 def output_name(prefix: str, source_name: str, suffix: str) -> str:
     """Maps an input object name under `prefix`, keeping the name whenever that is safe.
 
-    The result is `prefix + source_name + suffix` unless the source name has a `.` or `..` path
-    segment or the result would exceed 1024 UTF-8 bytes. Then it is `prefix + escaped + "~" +
-    sha256(source_name)[:32] + suffix`, where `escaped` is the source name with `.`/`..` segments
-    written `%2E`/`%2E%2E`, cut (at a character boundary) to fit. The object's metadata always
-    holds the full source name.
+    The result is `prefix + source_name + suffix` (the plain form) unless the source name has a
+    `.` or `..` path segment, the result would exceed 1024 UTF-8 bytes, or the source name itself
+    ends like a derived name (`~` and 32 or 64 lowercase hex digits, see `FALLBACK_TAIL`). Then
+    it is the fallback form `prefix + escaped + "~" + sha256(source_name)[:32] + suffix`, where
+    `escaped` is the source name with `.`/`..` segments written `%2E`/`%2E%2E`, cut (at a
+    character boundary) to fit. The object's metadata always holds the full source name.
+
+    Injective: a plain form never ends in a derived tail, every fallback form does (and no
+    conflict tail), so no upload can be named so that its output is another upload's output
+    (up to a collision of 128 bits of sha256).
     """
     plain = f"{prefix}{source_name}{suffix}"
-    segments = source_name.split("/")
-    has_dot_segment = any(segment in (".", "..") for segment in segments)
-    if len(plain.encode()) <= MAX_OBJECT_NAME_BYTES and not has_dot_segment:
+    if len(plain.encode()) <= MAX_OBJECT_NAME_BYTES and not _needs_fallback(source_name):
         return plain
-    escaped = "/".join(_escape_dot_segment(segment) for segment in segments)
     digest = hashlib.sha256(source_name.encode()).hexdigest()[:HASH_HEX_CHARS]
-    tail = f"~{digest}{suffix}"
+    return _derived(prefix, source_name, f"~{digest}{suffix}")
+
+
+def conflict_name(prefix: str, source_name: str, suffix: str) -> str:
+    """Where an output goes when its `output_name` is held by another source's output (one whose
+    metadata names another bucket or object; see `names_other_source`): `prefix + escaped + "~"
+    + sha256(source_name) (all 64 hex digits) + suffix`. Neither a plain nor a fallback name can
+    take this form, so only another conflict name (the same source name in another bucket) can
+    ever hold it."""
+    digest = hashlib.sha256(source_name.encode()).hexdigest()
+    return _derived(prefix, source_name, f"~{digest}{suffix}")
+
+
+def mask_conflict_name(source_name: str) -> str:
+    return conflict_name(MASK_PREFIX, source_name, MASK_SUFFIX)
+
+
+def error_conflict_name(source_name: str) -> str:
+    return conflict_name(ERROR_PREFIX, source_name, ERROR_SUFFIX)
+
+
+def _needs_fallback(source_name: str) -> bool:
+    if any(segment in (".", "..") for segment in source_name.split("/")):
+        return True
+    return bool(FALLBACK_TAIL.search(source_name) or CONFLICT_TAIL.search(source_name))
+
+
+def _derived(prefix: str, source_name: str, tail: str) -> str:
+    escaped = "/".join(_escape_dot_segment(segment) for segment in source_name.split("/"))
     budget = MAX_OBJECT_NAME_BYTES - len(prefix.encode()) - len(tail.encode())
     return f"{prefix}{_truncate_utf8(escaped, budget)}{tail}"
 
@@ -149,6 +190,30 @@ def _escape_dot_segment(segment: str) -> str:
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+
+
+# --- ownership -------------------------------------------------------------------------------
+
+
+def names_other_source(info: ObjectInfo, bucket: str, name: str) -> bool:
+    """True when the output's metadata names another source than `gs://bucket/name`: such an
+    output is never overwritten, deleted or compared with (it is another upload's, left by an
+    older naming scheme, or the same name from another input bucket). An object without source
+    metadata (made by hand) names no source and counts as replaceable."""
+    source_name = info.metadata.get(META_SOURCE_NAME)
+    source_bucket = info.metadata.get(META_SOURCE_BUCKET)
+    return (source_name is not None and source_name != name) or (
+        source_bucket is not None and source_bucket != bucket
+    )
+
+
+def belongs_to(info: ObjectInfo, bucket: str, name: str) -> bool:
+    """True when the output's metadata names exactly `gs://bucket/name` (the strict test a
+    deletion needs)."""
+    return (
+        info.metadata.get(META_SOURCE_NAME) == name
+        and info.metadata.get(META_SOURCE_BUCKET) == bucket
+    )
 
 
 # --- metadata --------------------------------------------------------------------------------
@@ -181,8 +246,10 @@ def download_input(
     """Downloads one input generation after checking its size against `max_bytes`.
 
     The size comes from the notification when it carries one (it is the size of exactly this
-    generation), otherwise from the object's metadata. Raises `EmptyObjectError`,
-    `ImageTooLargeError` or `ObjectNotFoundError` (deleted or replaced since the upload).
+    generation), otherwise from the object's metadata. Neither is trusted for the download
+    itself: it reads at most `max_bytes + 1` bytes, so an object larger than its stated size is
+    `ImageTooLargeError` without being fetched. Raises `EmptyObjectError`, `ImageTooLargeError`
+    or `ObjectNotFoundError` (deleted or replaced since the upload).
     """
     if size is None:
         info = store.stat(bucket, name, generation=generation)
@@ -190,7 +257,7 @@ def download_input(
             raise ObjectNotFoundError(f"gs://{bucket}/{name}#{generation} no longer exists")
         size = info.size
     check_size(size, max_bytes)
-    data = store.read(bucket, name, generation=generation)
+    data = store.read(bucket, name, generation=generation, limit=max_bytes + 1)
     check_size(len(data), max_bytes)
     return data
 
@@ -226,9 +293,22 @@ def write_if_newer(
 
     Each attempt is conditional on the generation of the object last seen (`existing`, 0 when
     absent), so a concurrent writer makes us lose with a 412; we then re-read it and either stop
-    (it is at least as new) or try again on top of it.
+    (it is at least as new) or try again on top of it. An object whose metadata names another
+    source than `metadata` does is never replaced: `WriteConflictError` (transient: the
+    redelivery finds it and writes under the conflict name).
     """
+    bucket_of, name_of = metadata.get(META_SOURCE_BUCKET), metadata.get(META_SOURCE_NAME)
     for _ in range(WRITE_ATTEMPTS):
+        if (
+            existing is not None
+            and bucket_of is not None
+            and name_of is not None
+            and names_other_source(existing, bucket_of, name_of)
+        ):
+            raise WriteConflictError(
+                f"gs://{bucket}/{name} belongs to gs://{existing.metadata.get(META_SOURCE_BUCKET)}"
+                f"/{existing.metadata.get(META_SOURCE_NAME)}; not replacing it"
+            )
         if existing is not None and existing.source_generation >= source_generation:
             return WriteResult(written=False, info=existing)
         try:
@@ -323,10 +403,20 @@ class GcsObjectStore:
             )
         return None if blob is None else _info(blob)
 
-    def read(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
+    def read(
+        self, bucket: str, name: str, *, generation: int | None = None, limit: int | None = None
+    ) -> bytes:
         with mapped_errors(f"read gs://{bucket}/{name}"):
             blob = self.client.bucket(bucket).blob(name, generation=generation)
-            return blob.download_as_bytes(timeout=self._timeout)
+            if limit is None:
+                return blob.download_as_bytes(timeout=self._timeout)
+            # Streamed into a buffer that stops the transfer once `limit` bytes are in: the
+            # object's size metadata is never trusted. No Range header, so that the library
+            # still verifies the checksum of every object read whole (it skips partial answers).
+            buffer = LimitedBuffer(limit)
+            with contextlib.suppress(ReadLimitError):
+                blob.download_to_file(buffer, timeout=self._timeout)
+            return buffer.getvalue()
 
     def write(
         self,
@@ -355,6 +445,34 @@ class GcsObjectStore:
             self.client.bucket(bucket).blob(name).delete(
                 if_generation_match=if_generation_match, timeout=self._timeout
             )
+
+
+class ReadLimitError(Exception):
+    """Raised by `LimitedBuffer` to stop a download (never leaves `GcsObjectStore.read`)."""
+
+
+class LimitedBuffer:
+    """A write-only file object that keeps at most `limit` bytes and then stops the download
+    writing into it (raising `ReadLimitError`, which aborts the streamed response)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        room = self._limit - self._size
+        self._parts.append(bytes(data[:room]))
+        self._size += min(len(data), room)
+        if len(data) > room or self._size >= self._limit:
+            raise ReadLimitError
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
 
 
 def _default_client() -> Any:

@@ -58,11 +58,15 @@ resource "google_pubsub_topic_iam_member" "gcs_publisher" {
   member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
 
+# OBJECT_FINALIZE: an upload to segment. OBJECT_DELETE / OBJECT_ARCHIVE: an upload deleted, made
+# noncurrent (the bucket is versioned: a delete or an overwrite archives the live generation) or
+# its noncurrent version expired: the function deletes that generation's outputs
+# (DELETE_OUTPUTS_ON_DELETE; it acks them as ignored when that is off).
 resource "google_storage_notification" "uploads" {
   bucket             = var.input_bucket
   topic              = google_pubsub_topic.uploads.id
   payload_format     = "JSON_API_V1"
-  event_types        = ["OBJECT_FINALIZE"]
+  event_types        = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE"]
   object_name_prefix = var.object_name_prefix == "" ? null : var.object_name_prefix
 
   depends_on = [google_pubsub_topic_iam_member.gcs_publisher]

@@ -16,7 +16,7 @@ variable "labels" {
 
 variable "input_bucket" {
   type        = string
-  description = "Name of the bucket whose OBJECT_FINALIZE events are published to the uploads topic."
+  description = "Name of the bucket whose OBJECT_FINALIZE, OBJECT_DELETE and OBJECT_ARCHIVE events are published to the uploads topic."
 }
 
 variable "object_name_prefix" {

@@ -3,6 +3,13 @@
 # undone) with noncurrent versions cleaned up by lifecycle rules, optional CMEK.
 
 locals {
+  # Outputs outlive the upload they describe by at most output_retention_grace_days: the input
+  # rule deletes an upload at input_retention_days, and its outputs are written after it.
+  output_retention_days = (
+    var.output_retention_days != null ? var.output_retention_days :
+    var.input_retention_days > 0 ? var.input_retention_days + var.output_retention_grace_days : 0
+  )
+
   buckets = {
     # Uploads; the bucket notification on it triggers the pipeline.
     input = {
@@ -12,10 +19,14 @@ locals {
       )
     }
     # masks/<name>.png and errors/<name>.json written by the function (never the input bucket: no
-    # trigger loops). Masks are kept; error records expire.
+    # trigger loops). Error records expire; both kinds expire local.output_retention_days after
+    # they were written, a backstop for the function deleting a deleted upload's outputs.
     output = {
       lifecycle = concat(
         var.error_record_retention_days > 0 ? [{ age = var.error_record_retention_days, prefix = "errors/", noncurrent_days = null }] : [],
+        local.output_retention_days > 0 ? [
+          for prefix in ["masks/", "errors/"] : { age = local.output_retention_days, prefix = prefix, noncurrent_days = null }
+        ] : [],
         [{ age = null, prefix = null, noncurrent_days = var.noncurrent_version_retention_days }],
       )
     }

@@ -54,6 +54,28 @@ variable "error_record_retention_days" {
   }
 }
 
+variable "output_retention_days" {
+  type        = number
+  description = "Delete masks and error records (masks/ and errors/ in the output bucket) this many days after they were written (0 = keep forever). null = input_retention_days + output_retention_grace_days when input_retention_days is set (a backstop for the function's deletion of a deleted upload's outputs), else keep forever."
+  default     = null
+
+  validation {
+    condition     = var.output_retention_days == null || try(var.output_retention_days >= 0, false)
+    error_message = "output_retention_days must be null or >= 0."
+  }
+}
+
+variable "output_retention_grace_days" {
+  type        = number
+  description = "With output_retention_days null: how many days outputs may outlive input_retention_days (uploads are deleted asynchronously, up to about a day late, and their outputs are written after them)."
+  default     = 7
+
+  validation {
+    condition     = var.output_retention_grace_days >= 1
+    error_message = "output_retention_grace_days must be >= 1."
+  }
+}
+
 variable "noncurrent_version_retention_days" {
   type        = number
   description = "Delete overwritten/deleted (noncurrent) object versions in the input, output and source buckets after this many days."

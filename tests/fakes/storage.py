@@ -7,7 +7,8 @@ replacing an object makes its old generation unreadable.
 
 Test hooks: `put()` writes unconditionally (an upload), `fail_next()` injects an exception into
 the next call of an operation, `before_write` runs just before a write's precondition check (to
-simulate a concurrent writer), and `log` records every mutating call.
+simulate a concurrent writer), `log` records every read and mutating call, and `bytes_read`
+counts the bytes every read returned.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FakeObjectStore:
     objects: dict[tuple[str, str], StoredObject] = field(default_factory=dict)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     before_write: Callable[[str, str], None] | None = None
+    bytes_read: int = 0
     _failures: dict[str, list[BaseException]] = field(default_factory=dict)
     _generations: itertools.count = field(default_factory=lambda: itertools.count(1_000_001))
 
@@ -81,13 +83,17 @@ class FakeObjectStore:
             return None
         return stored.info
 
-    def read(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
+    def read(
+        self, bucket: str, name: str, *, generation: int | None = None, limit: int | None = None
+    ) -> bytes:
         self._maybe_fail("read")
         self.log.append(("read", bucket, name))
         stored = self.objects.get((bucket, name))
         if stored is None or (generation is not None and stored.info.generation != generation):
             raise ObjectNotFoundError(f"gs://{bucket}/{name}#{generation}: not found")
-        return stored.data
+        data = stored.data if limit is None else stored.data[:limit]
+        self.bytes_read += len(data)
+        return data
 
     def write(
         self,

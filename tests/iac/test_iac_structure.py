@@ -66,15 +66,15 @@ MUTATIONS = {
     # --- notification --------------------------------------------------------------------------
     "notification-event-types": (
         MESSAGING,
+        'event_types        = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE"]',
         'event_types        = ["OBJECT_FINALIZE"]',
-        'event_types        = ["OBJECT_FINALIZE", "OBJECT_DELETE"]',
-        'event_types must be ["OBJECT_FINALIZE"]',
+        'event_types must be ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE"]',
     ),
     "notification-no-event-types": (
         MESSAGING,
-        'event_types        = ["OBJECT_FINALIZE"]\n',
+        'event_types        = ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE"]\n',
         "",
-        'event_types must be ["OBJECT_FINALIZE"]',
+        'event_types must be ["OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE"]',
     ),
     "notification-payload": (
         MESSAGING,

@@ -157,9 +157,12 @@ def test_reupload_replaces_the_output(local_stack):
     assert outcomes == ["error_recorded", "mask_written", "mask_written"]
 
 
-def test_object_delete_is_ignored(local_stack):
+def test_deleting_an_upload_deletes_its_mask(local_stack):
+    """OBJECT_DELETE of an upload that is gone removes its mask; the same notification while the
+    object is still there (replayed, forged) deletes nothing."""
     name = "deleted/pet.png"
-    blob = local_stack.upload(name, (SAMPLES / "pet-02.png").read_bytes())
+    blob = _upload_and_notify(local_stack, name, SAMPLES / "pet-02.png", "image/png")
+    _mask_blob(local_stack, name, blob.generation)
     message_id = notifier.publish_notification(
         local_stack.publisher,
         local_stack.stack.pipeline.topic,
@@ -167,7 +170,18 @@ def test_object_delete_is_ignored(local_stack):
         event_type=notifier.OBJECT_DELETE,
     )
     (summary,) = _summaries_with_id(local_stack, message_id)
-    assert summary["outcome"] == "ignored"
+    assert (summary["outcome"], summary["reason"]) == ("ignored", "still_live")
+    assert local_stack.output_bucket.get_blob(mask_name(name)) is not None
+
+    blob.delete()
+    message_id = notifier.publish_notification(
+        local_stack.publisher,
+        local_stack.stack.pipeline.topic,
+        blob,
+        event_type=notifier.OBJECT_DELETE,
+    )
+    (summary,) = _summaries_with_id(local_stack, message_id)
+    assert summary["outcome"] == "outputs_deleted"
     assert summary["event_type"] == "OBJECT_DELETE"
     assert local_stack.output_bucket.get_blob(mask_name(name)) is None
     assert local_stack.output_bucket.get_blob(error_name(name)) is None

@@ -4,8 +4,9 @@ Each ``check_*`` function takes a loaded configuration (tools.iac.hcl.load_confi
 list of problems (empty = fine), so that tests can break a copy of the configuration and assert
 that the check notices. The properties (see docs/architecture.md and docs/deploy.md):
 
-* the input bucket's notification is OBJECT_FINALIZE + JSON_API_V1 on the uploads topic, and the
-  Cloud Storage service agent may publish to that topic (else creating it fails with 403);
+* the input bucket's notification is OBJECT_FINALIZE, OBJECT_DELETE and OBJECT_ARCHIVE +
+  JSON_API_V1 on the uploads topic, and the Cloud Storage service agent may publish to that topic
+  (else creating it fails with 403);
 * the subscription that delivers uploads to the function is on the uploads topic (the one the
   storage notification publishes to), pushes to the function's service URI with an OIDC token
   whose audience is that URI, has a retry policy and a dead-letter policy (>= 5 attempts) to a
@@ -32,6 +33,7 @@ Run ``python -m tools.iac.check_structure [ROOT]``.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -93,6 +95,8 @@ PROJECT_WIDE_IAM_TYPES = (
     "google_organization_iam_binding",
 )
 REQUIRED_ROOT_VARIABLES = frozenset({"project_id"})
+# Uploads, and the deletions / archivals whose outputs the function deletes.
+NOTIFICATION_EVENT_TYPES = ("OBJECT_FINALIZE", "OBJECT_DELETE", "OBJECT_ARCHIVE")
 MIN_DELIVERY_ATTEMPTS = 5
 
 
@@ -240,8 +244,10 @@ def check_notification(config: Config) -> list[str]:
         where = f"{module.path.name}/{block.address}"
         if effective(config, module, body.get("payload_format")) != "JSON_API_V1":
             problems.append(f"{where}: payload_format must be JSON_API_V1")
-        if _literal_list(effective(config, module, body.get("event_types"))) != ["OBJECT_FINALIZE"]:
-            problems.append(f'{where}: event_types must be ["OBJECT_FINALIZE"]')
+        if _literal_list(effective(config, module, body.get("event_types"))) != list(
+            NOTIFICATION_EVENT_TYPES
+        ):
+            problems.append(f"{where}: event_types must be {json.dumps(NOTIFICATION_EVENT_TYPES)}")
         topic = _topic_ref(body.get("topic"))
         topic_block = module.resource("google_pubsub_topic", topic) if topic else None
         if topic_block is None:

@@ -57,15 +57,28 @@ def test_golden_push_body_as_functions_framework_converts_it() -> None:
     assert event.object == StorageObject(BUCKET, NAME, GENERATION, 48213, "image/png")
 
 
-@pytest.mark.parametrize(
-    "event_type", ["OBJECT_DELETE", "OBJECT_ARCHIVE", "OBJECT_METADATA_UPDATE"]
-)
+@pytest.mark.parametrize("event_type", ["OBJECT_METADATA_UPDATE", "SOMETHING_NEW"])
 def test_other_event_types_parse_without_an_object(event_type: str) -> None:
     message = notifications.message(BUCKET, NAME, GENERATION, event_type=event_type, data="!!")
     event = parse_event(CE_ATTRIBUTES, _data(message))
     assert event.event_type == event_type
-    assert not event.is_finalize
+    assert not event.is_finalize and not event.is_deletion
     assert event.object is None
+
+
+@pytest.mark.parametrize("event_type", ["OBJECT_DELETE", "OBJECT_ARCHIVE"])
+def test_deletion_events_carry_the_object_and_the_overwriting_generation(event_type: str) -> None:
+    message = notifications.message(BUCKET, NAME, GENERATION, event_type=event_type)
+    event = parse_event(CE_ATTRIBUTES, _data(message))
+    assert event.is_deletion and not event.is_finalize
+    assert event.object == StorageObject(BUCKET, NAME, GENERATION, 1000, "image/png")
+    assert event.overwritten_by_generation is None
+    message["attributes"]["overwrittenByGeneration"] = str(GENERATION + 5)
+    event = parse_event(CE_ATTRIBUTES, _data(message))
+    assert event.overwritten_by_generation == GENERATION + 5
+    message["attributes"]["overwrittenByGeneration"] = "soon"
+    with pytest.raises(MalformedEventError):
+        parse_event(CE_ATTRIBUTES, _data(message))
 
 
 def test_payload_format_none_leaves_size_unknown() -> None:

@@ -151,3 +151,24 @@ def test_each_setting_has_the_variable_of_its_name_and_the_deployment_sets_it():
     for name in names[2:]:  # every optional setting is read from its own variable
         with pytest.raises(SettingsError, match=name):
             settings_lib.load_settings({**environ, name: "\x00not a value"})
+
+
+def test_input_bucket_and_delete_outputs_on_delete() -> None:
+    settings = load_settings(REQUIRED)
+    assert settings.input_bucket is None and settings.delete_outputs_on_delete is True
+    settings = load_settings(
+        {**REQUIRED, "INPUT_BUCKET": "demo-seg-input", "DELETE_OUTPUTS_ON_DELETE": "False"}
+    )
+    assert settings.input_bucket == "demo-seg-input"
+    assert settings.delete_outputs_on_delete is False
+    for raw, value in (("true", True), ("1", True), ("yes", True), ("0", False), ("off", False)):
+        assert (
+            load_settings({**REQUIRED, "DELETE_OUTPUTS_ON_DELETE": raw}).delete_outputs_on_delete
+            is value
+        )
+    with pytest.raises(SettingsError, match=r"^DELETE_OUTPUTS_ON_DELETE: must be true or false"):
+        load_settings({**REQUIRED, "DELETE_OUTPUTS_ON_DELETE": "maybe"})
+    with pytest.raises(SettingsError, match=r"^INPUT_BUCKET: is not a valid"):
+        load_settings({**REQUIRED, "INPUT_BUCKET": "gs:/x"})
+    with pytest.raises(SettingsError, match=r"^INPUT_BUCKET: must not be OUTPUT_BUCKET"):
+        load_settings({**REQUIRED, "INPUT_BUCKET": REQUIRED["OUTPUT_BUCKET"]})

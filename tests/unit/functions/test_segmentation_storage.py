@@ -319,3 +319,56 @@ def test_unknown_exceptions_pass_through_unmapped() -> None:
     client.bucket.return_value.get_blob.side_effect = KeyError("bug")
     with pytest.raises(KeyError):
         _gcs(client).stat("bkt", "obj")
+
+
+# --- bounded reads ---------------------------------------------------------------------------
+
+
+def _streaming_blob(data: bytes, chunk: int = 7) -> mock.Mock:
+    """A blob whose download_to_file writes `data` in chunks, as the library does, and records
+    how many bytes it handed over before the writer stopped it."""
+    blob = mock.Mock()
+    blob.handed = 0
+
+    def download_to_file(file_obj: Any, **kwargs: Any) -> None:
+        for start in range(0, len(data), chunk):
+            part = data[start : start + chunk]
+            blob.handed += len(part)
+            file_obj.write(part)
+
+    blob.download_to_file.side_effect = download_to_file
+    return blob
+
+
+@pytest.mark.parametrize(("size", "limit"), [(0, 11), (10, 11), (11, 11), (1000, 11), (5, 1)])
+def test_gcs_read_with_a_limit_stops_the_transfer(size: int, limit: int) -> None:
+    data = bytes(range(256)) * 4
+    data = data[:size]
+    client = mock.Mock()
+    blob = _streaming_blob(data)
+    client.bucket.return_value.blob.return_value = blob
+    got = _gcs(client).read("bkt", "obj", generation=7, limit=limit)
+    assert got == data[:limit]
+    assert blob.handed <= limit + 7  # stopped within one chunk of the limit
+    client.bucket.return_value.blob.assert_called_with("obj", generation=7)
+    (_, kwargs) = blob.download_to_file.call_args
+    assert "start" not in kwargs and "end" not in kwargs  # whole-object checksum still checked
+    blob.download_as_bytes.assert_not_called()
+
+
+def test_gcs_read_with_a_limit_maps_errors() -> None:
+    client = mock.Mock()
+    client.bucket.return_value.blob.return_value.download_to_file.side_effect = (
+        api_exceptions.NotFound("gone")
+    )
+    with pytest.raises(ObjectNotFoundError):
+        _gcs(client).read("bkt", "obj", limit=10)
+
+
+def test_download_reads_at_most_one_byte_more_than_the_limit(store: FakeObjectStore) -> None:
+    info = store.put("in", "a.png", b"x" * 1000)
+    with pytest.raises(ImageTooLargeError):
+        storage.download_input(
+            store, "in", "a.png", generation=info.generation, size=5, max_bytes=10
+        )
+    assert store.bytes_read == 11

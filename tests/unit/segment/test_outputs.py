@@ -131,6 +131,25 @@ def test_save_refuses_an_output_that_was_not_downloaded(tmp_path):
         output.save(tmp_path)
 
 
+def test_find_outputs_skips_other_sources_and_follows_the_conflict_name():
+    storage = FakeStorage()
+    theirs = {"source-name": "legacy.png", "source-bucket": "in"}
+    _mask(storage, "a.png", 9, **theirs)
+    _error(storage, "a.png", 1, **{"source-name": "a.png", "source-bucket": "elsewhere"})
+    mine = {"source-name": "a.png", "source-bucket": "in"}
+    storage.put(OUT, function_storage.mask_conflict_name("a.png"), b"png", {
+        META_SOURCE_GENERATION: "4", **mine,
+    })  # fmt: skip
+
+    (found,) = outputs.find_outputs(storage, OUT, "a.png", source_bucket="in")
+    assert found.kind == outputs.MASK and found.source_generation == 4
+    assert found.name == function_storage.mask_conflict_name("a.png")
+    assert not outputs.is_processed([found], 9)
+    # Without the bucket, only the name tells sources apart.
+    found = outputs.find_outputs(storage, OUT, "a.png")
+    assert [(o.kind, o.source_generation) for o in found] == [(outputs.MASK, 4), (outputs.ERROR, 1)]
+
+
 # --- one owner -------------------------------------------------------------------------------
 
 
