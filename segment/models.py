@@ -33,7 +33,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +59,9 @@ from segmentation.errors import (
     PreconditionFailedError,
 )
 from segmentation.manifest import parse_manifest
+from segmentation.model import write_atomically
 from segmentation.results import Track
-from segmentation.storage import ObjectInfo
+from segmentation.storage import ObjectInfo, object_info
 
 from segment import clients
 
@@ -128,7 +128,7 @@ class GcsRegistryStore:
             retry=clients.storage_retry(),
             timeout=clients.STORAGE_TIMEOUT,
         )
-        return None if blob is None else _blob_info(bucket, blob)
+        return None if blob is None else object_info(blob, bucket)
 
     def read(self, bucket: str, name: str, *, generation: int | None = None) -> bytes:
         blob = self.client.bucket(bucket).blob(name, generation=generation)
@@ -165,24 +165,13 @@ class GcsRegistryStore:
             ) from exc
         except api_exceptions.NotFound as exc:
             raise RegistryError(f"bucket {bucket} does not exist") from exc
-        return _blob_info(bucket, blob)
+        return object_info(blob, bucket)
 
     def list_names(self, bucket: str, prefix: str) -> list[str]:
         blobs = self.client.list_blobs(
             bucket, prefix=prefix, retry=clients.storage_retry(), timeout=clients.STORAGE_TIMEOUT
         )
         return sorted(blob.name for blob in blobs)
-
-
-def _blob_info(bucket: str, blob: Any) -> ObjectInfo:
-    return ObjectInfo(
-        bucket=bucket,
-        name=blob.name,
-        generation=int(blob.generation or 0),
-        size=int(blob.size or 0),
-        content_type=blob.content_type,
-        metadata=dict(blob.metadata or {}),
-    )
 
 
 class LocalRegistryStore:
@@ -241,14 +230,7 @@ class LocalRegistryStore:
                 raise PreconditionFailedError(
                     f"{path} is at generation {found}, expected {if_generation_match}"
                 )
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(path, data)
         finally:
             os.close(directory)  # releases the lock
         written = self.stat(bucket, name)

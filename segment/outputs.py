@@ -34,6 +34,7 @@ from segmentation.storage import (
     mask_conflict_name,
     mask_name,
     names_other_source,
+    object_info,
 )
 
 from segment import clients
@@ -127,7 +128,7 @@ def find_outputs(
             )
             if blob is None:
                 break  # the function writes the conflict name only when this one is taken
-            info = _info(output_bucket, blob)
+            info = object_info(blob, output_bucket)
             if not _foreign(info, source_bucket, source_name):
                 found.append(OutputRecord(kind, info, blob.updated))
                 break
@@ -139,17 +140,6 @@ def _foreign(info: ObjectInfo, source_bucket: str | None, source_name: str) -> b
         other = info.metadata.get(META_SOURCE_NAME)
         return other is not None and other != source_name
     return names_other_source(info, source_bucket, source_name)
-
-
-def _info(bucket: str, blob: Any) -> ObjectInfo:
-    return ObjectInfo(
-        bucket=bucket,
-        name=blob.name,
-        generation=int(blob.generation or 0),
-        size=int(blob.size or 0),
-        content_type=blob.content_type,
-        metadata=dict(blob.metadata or {}),
-    )
 
 
 def is_processed(outputs: Sequence[OutputRecord], generation: int) -> bool:

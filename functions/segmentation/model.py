@@ -105,8 +105,8 @@ def fetch_model_dir(
     if not (cached.is_file() and _digest(cached.read_bytes()) == manifest.sha256):
         data = _read(file_uri, store)
         _verify(data, manifest, file_uri)
-        _write_atomically(cached, data)
-        _write_atomically(cached.with_name(MANIFEST_FILE), json.dumps(manifest.raw).encode())
+        write_atomically(cached, data)
+        write_atomically(cached.with_name(MANIFEST_FILE), json.dumps(manifest.raw).encode())
     return ModelFiles(cached, manifest, directory)
 
 
@@ -185,7 +185,8 @@ def _verify(data: bytes, manifest: Manifest, uri: str) -> None:
         raise ModelIntegrityError(f"{uri} has sha256 {digest}, the manifest says {manifest.sha256}")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file and a rename: readers never see part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

@@ -401,7 +401,7 @@ class GcsObjectStore:
             blob = self.client.bucket(bucket).get_blob(
                 name, generation=generation, timeout=self._timeout
             )
-        return None if blob is None else _info(blob)
+        return None if blob is None else object_info(blob)
 
     def read(
         self, bucket: str, name: str, *, generation: int | None = None, limit: int | None = None
@@ -438,7 +438,7 @@ class GcsObjectStore:
                 if_generation_match=if_generation_match,
                 timeout=self._timeout,
             )
-        return _info(blob)
+        return object_info(blob)
 
     def delete(self, bucket: str, name: str, *, if_generation_match: int) -> None:
         with mapped_errors(f"delete gs://{bucket}/{name}"):
@@ -479,9 +479,10 @@ def _default_client() -> Any:
     return gcs.Client()
 
 
-def _info(blob: Any) -> ObjectInfo:
+def object_info(blob: Any, bucket: str | None = None) -> ObjectInfo:
+    """An `ObjectInfo` of a google-cloud-storage Blob (the tools use it too)."""
     return ObjectInfo(
-        bucket=blob.bucket.name,
+        bucket=bucket if bucket is not None else blob.bucket.name,
         name=blob.name,
         generation=int(blob.generation or 0),
         size=int(blob.size or 0),
