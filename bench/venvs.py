@@ -67,6 +67,12 @@ def requirement_texts() -> dict[str, tuple[str, list[str]]]:
     }
 
 
+def requirement_lines(text: str) -> list[str]:
+    """The requirements of a requirements file: no comments, hash options or continuations."""
+    lines = (line.strip().removesuffix("\\").strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith(("#", "--"))]
+
+
 def is_requirement(line: str, distribution: str) -> bool:
     name = re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0]
     return name.lower().replace("_", "-") == distribution
@@ -118,7 +124,7 @@ def _build(uv: str, root: Path, text: str, extra: list[str]) -> dict[str, Any]:
     )
     freeze = _uv(uv, ["pip", "freeze", "--python", python])
     return {
-        "requirements": [ln for ln in text.splitlines() if ln and not ln.startswith("#")],
+        "requirements": requirement_lines(text),
         "uv_args": extra,
         "installed_mib": round(installed / 2**20, 1),
         "with_bytecode_mib": round((tree_bytes(root) - before) / 2**20, 1),
