@@ -234,5 +234,8 @@ def test_latency_ratios_pair_same_image_and_threads() -> None:
 def test_requirement_lines_of_a_hashed_lock() -> None:
     from bench.venvs import requirement_lines
 
-    text = "# header\nnumpy==2.3.5 \\\n    --hash=sha256:ab \\\n    --hash=sha256:cd\n    # via x\npillow==12.0.0\n"
+    text = (
+        "# header\nnumpy==2.3.5 \\\n    --hash=sha256:ab \\\n    --hash=sha256:cd\n"
+        "    # via x\npillow==12.0.0\n"
+    )
     assert requirement_lines(text) == ["numpy==2.3.5", "pillow==12.0.0"]
