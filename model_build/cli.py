@@ -1,9 +1,10 @@
-"""Command line: `python -m model_build {train,convert,evaluate,publish,all} ...`.
+"""Command line: `python -m model_build {train,convert,evaluate,publish,all,score,plots} ...`.
 
     python -m model_build all --data synthetic --epochs 2 --out out/
     python -m model_build all --data oxford --epochs 20 --fine-tune-epochs 10 \
         --checkpoint-dir gs://MODELS/checkpoints/run-1 --out /tmp/run --publish gs://MODELS
     python -m model_build all --data-dir ~/oxford-iiit-pet --epochs 20 --out out/
+    python -m model_build plots --out out/      # redraw a run's training curve and variant chart
 
 Every step reads and writes one output directory (--out), so any step can run alone.
 """
@@ -28,7 +29,7 @@ from model_build.config import (
 log = logging.getLogger("model_build.cli")
 
 EXIT_FAILED = 1
-STEPS = ("train", "convert", "evaluate", "publish", "all", "score")
+STEPS = ("train", "convert", "evaluate", "publish", "all", "score", "plots")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "publish": "upload the chosen model as a new immutable version; move `latest`",
         "all": "train, convert, evaluate (and publish with --publish)",
         "score": "score a model directory on real photos through the function's own path",
+        "plots": "redraw a run's training curve and variant chart from what it left in --out",
     }
     for step in STEPS:
         step_parser = sub.add_parser(
@@ -55,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         step_parser.add_argument("--log-level", default="INFO")
         if step == "score":
             _add_score(step_parser)
+            continue
+        if step == "plots":
+            _add_out(step_parser)
+            step_parser.add_argument(
+                "--checkpoint-dir",
+                help="the run's checkpoints (state.json's history; may be gs://); default "
+                "<out>/checkpoints, else <out>/training.json",
+            )
             continue
         if step != "publish":
             _add_out(step_parser)
@@ -238,6 +248,14 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def draw_plots(args: argparse.Namespace) -> int:
+    from model_build.plots import redraw  # matplotlib, not TensorFlow
+
+    for uri in redraw(args.out, args.checkpoint_dir):
+        print(f"wrote {uri}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
@@ -262,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
     # TensorFlow is imported here, after parsing, so `--help` answers at once.
     if args.step == "score":
         return score(args)
+    if args.step == "plots":
+        return draw_plots(args)
     from model_build import publish, steps, train
 
     if args.step in ("train", "all"):

@@ -2,12 +2,17 @@
 
     <base>/unet/<version>/model.tflite
     <base>/unet/<version>/manifest.json
+    <base>/unet/<version>/{quality,training-curve,variant-chart}.png   when the model dir has them
     <base>/unet/latest.json      {"version", "path", "sha256", "published", "previous"}
                                  (segmentation.contract; `previous`: the history rollback uses)
 
 A version exists once its manifest.json does. model.tflite is uploaded and read back first; only
 when its sha256 checks out is manifest.json written (never over an existing one) and read back,
 so a version with a manifest is always complete and verified, and `latest` only ever names one.
+The pictures the model directory holds (PICTURES; none is required) are uploaded in between, as
+image/png, so they too are there once the manifest is: a version is never changed after it.
+quality.png shows dataset photos: the models bucket is private, and `make model` copies only
+model.tflite and manifest.json into the repository.
 
 Publishing is safe to retry: a version without a manifest (an upload that failed half-way) is
 completed; the same model directory again finds its identical manifest, checks the version and
@@ -37,6 +42,7 @@ from segmentation.contract import (
 )
 
 from model_build import manifest as manifest_lib
+from model_build import plots
 from model_build.storage import Location, ObjectExistsError, PreconditionFailedError, open_location
 
 log = logging.getLogger(__name__)
@@ -44,6 +50,9 @@ log = logging.getLogger(__name__)
 MODEL_FAMILY = "unet"
 LATEST_ATTEMPTS = 5
 VERSION_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # <created time>-<sha256[:8]>
+# Optional pictures uploaded with a version (segment models list shows them):
+# steps.QUALITY_SHEET, and plots.py's two.
+PICTURES = ("quality.png", plots.TRAINING_CURVE, plots.VARIANT_CHART)
 
 
 class VersionExistsError(FileExistsError):
@@ -87,6 +96,7 @@ def publish(model_dir: Path, base_uri: str, move_latest: bool = True) -> Publish
             )
         target.write_bytes(manifest_lib.MODEL_FILE, model_bytes)  # replaces a torn upload
         _verify(target, manifest_lib.MODEL_FILE, model_bytes)
+        _upload_pictures(model_dir, target)
         try:
             target.write_bytes(manifest_lib.MANIFEST_FILE, manifest_bytes, overwrite=False)
         except ObjectExistsError:  # a concurrent publisher finished this version first
@@ -99,6 +109,17 @@ def publish(model_dir: Path, base_uri: str, move_latest: bool = True) -> Publish
 
     moved = move_latest and _move_latest(family, version, target.uri, manifest["sha256"])
     return Published(version, target.uri, manifest["sha256"], moved, already)
+
+
+def _upload_pictures(model_dir: Path, target: Location) -> list[str]:
+    """Uploads the PICTURES `model_dir` has (before the manifest: the version is not yet
+    complete, so they may still be written); returns their names."""
+    uploaded = [name for name in PICTURES if (model_dir / name).is_file()]
+    for name in uploaded:
+        target.write_bytes(name, (model_dir / name).read_bytes(), content_type=plots.PNG)
+    if uploaded:
+        log.info("uploaded pictures", extra={"uri": target.uri, "pictures": uploaded})
+    return uploaded
 
 
 def _complete_and_identical(target: Location, manifest_bytes: bytes) -> bool:

@@ -4,7 +4,8 @@
 <out>/tflite/<variant>.tflite    convert
 <out>/evaluation.json            evaluate (every variant, and Keras)
 <out>/model/                     evaluate: the chosen variant as model.tflite + manifest.json,
-                                 and quality.png (worst and best held-out examples)
+                                 quality.png (worst and best held-out examples), and (plots.py)
+                                 training-curve.png (train's, copied) and variant-chart.png
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build import config, convert, evaluate, manifest, quality_sheet
+from model_build import config, convert, evaluate, manifest, plots, quality_sheet
 from model_build import data as data_lib
 from model_build import model as model_lib
 from model_build.model import NUM_CLASSES
+from model_build.storage import LocalLocation
 from model_build.train import KERAS_MODEL, load_training_facts, representative_images
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ def evaluate_step(
     )
     report = {**result.to_json(), "selection": chosen["selection"], "version": chosen["version"]}
     (out / EVALUATION_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    _write_pictures(out, report, chosen)
     facts = {"variant": selection.variant, "version": chosen["version"], "rule": selection.reason}
     log.info("selected variant", extra=facts)
     return chosen
@@ -144,6 +147,22 @@ def _write_quality_sheet(
         f"{splits.description.get('dataset')} examples at 128x128: mIoU {scores['miou']:.3f}"
     )
     return quality_sheet.write(examples, path, title)
+
+
+def _write_pictures(out: Path, report: dict[str, Any], chosen: dict[str, Any]) -> None:
+    """Into the model directory: the training curve (train's copy in `out`, else drawn from
+    training.json's history) and the chart of the variants. Pictures never fail the step."""
+    model_dir = LocalLocation(out / MODEL_DIR)
+    try:
+        curve = out / plots.TRAINING_CURVE
+        if curve.exists():
+            model_dir.write_bytes(plots.TRAINING_CURVE, curve.read_bytes())
+        elif history := load_training_facts(out).get("history"):  # a run older than the curve
+            curve_png = plots.training_curve(history)
+            model_dir.write_bytes(plots.TRAINING_CURVE, curve_png, content_type=plots.PNG)
+        plots.write_variant_chart(report, chosen, model_dir)
+    except Exception as exc:  # matplotlib, fonts: the model directory is complete without them
+        log.warning("pictures not written", extra={"error": f"{type(exc).__name__}: {exc}"})
 
 
 # The training config keys a manifest records: enough to tell two recipes apart.

@@ -37,8 +37,13 @@ class Location(ABC):
     def read_bytes(self, name: str) -> bytes: ...
 
     @abstractmethod
-    def write_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> None:
-        """Writes an object; with overwrite=False raises ObjectExistsError if it exists."""
+    def write_bytes(
+        self, name: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+    ) -> None:
+        """Writes an object; with overwrite=False raises ObjectExistsError if it exists.
+
+        `content_type` is the object's Content-Type in Cloud Storage (a local file has none).
+        """
 
     @abstractmethod
     def read_with_generation(self, name: str) -> tuple[bytes | None, str]:
@@ -87,7 +92,9 @@ class LocalLocation(Location):
     def read_bytes(self, name: str) -> bytes:
         return self._path(name).read_bytes()
 
-    def write_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> None:
+    def write_bytes(
+        self, name: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+    ) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not overwrite:
@@ -166,19 +173,22 @@ class GcsLocation(Location):
         except NotFound as exc:
             raise FileNotFoundError(f"{self.uri}/{name}") from exc
 
-    def write_bytes(self, name: str, data: bytes, *, overwrite: bool = True) -> None:
+    def write_bytes(
+        self, name: str, data: bytes, *, overwrite: bool = True, content_type: str | None = None
+    ) -> None:
         from google.api_core.exceptions import PreconditionFailed
 
         blob = self.bucket.blob(self._key(name))
+        typed = {"content_type": content_type} if content_type else {}  # else the client's default
         if overwrite:
-            blob.upload_from_string(data)
+            blob.upload_from_string(data, **typed)
             return
         # if_generation_match=0 makes real GCS refuse an existing object; the local emulator
         # ignores preconditions (docs/architecture.md, decision 6), hence the explicit check first.
         if blob.exists():
             raise ObjectExistsError(f"{self.uri}/{name} already exists")
         try:
-            blob.upload_from_string(data, if_generation_match=0)
+            blob.upload_from_string(data, if_generation_match=0, **typed)
         except PreconditionFailed as exc:
             raise ObjectExistsError(f"{self.uri}/{name} already exists") from exc
 

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model_build import config, progress
+from model_build import config, plots, progress
 from model_build import data as data_lib
 from model_build import losses as losses_lib
 from model_build import model as model_lib
@@ -35,6 +35,7 @@ from model_build.checkpoints import (
 )
 from model_build.manifest import git_commit
 from model_build.model import build_unet, iter_batchnorm_layers, set_encoder_trainable
+from model_build.storage import LocalLocation
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callbac
     commit = git_commit()
     with model_lib.global_policy(_precision_policy(config.mixed_precision)):
         model, splits, plain_batches = _train_phases(config, store, state, out, extra_callbacks)
+    write_training_pictures(store, state, out)  # also when a resumed run had no epoch left
     # Recalibrated and saved in float32: what convert and evaluate load (and serving runs).
     model = model_lib.as_float32(model)
     recalibrate_batchnorm(model, plain_batches, config.bn_recalibration_steps)
@@ -264,8 +266,34 @@ def _callbacks(
     return [
         *callbacks,
         CheckpointCallback(store, state, phase),
+        TrainingPictures(store, state, out),  # after the checkpoint: it records the epoch
         keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0),
     ]
+
+
+def write_training_pictures(store: CheckpointStore, state: TrainingState, out: Path) -> None:
+    """history.json and training-curve.png next to the checkpoints (local or gs://) and in
+    `out` (plots.py). A picture never stops a run: a failure is logged and training goes on."""
+    if not state.history:
+        return
+    try:
+        plots.write_training_history(state.history, [store.location, LocalLocation(out)])
+    except Exception as exc:  # matplotlib, fonts, an upload: none is worth a run
+        log.warning("training curve not written", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+class TrainingPictures(keras.callbacks.Callback):
+    """Redraws the training curve at the end of every epoch (a few hundred points: well
+    under a second), so a long or preempted run always has an up-to-date picture."""
+
+    def __init__(self, store: CheckpointStore, state: TrainingState, out: Path) -> None:
+        super().__init__()
+        self.store = store
+        self.state = state
+        self.out = out
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        write_training_pictures(self.store, self.state, self.out)
 
 
 def recalibrate_batchnorm(model: keras.Model, batches: tf.data.Dataset, steps: int) -> int:

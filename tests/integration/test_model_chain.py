@@ -107,10 +107,24 @@ def test_tflite_runtime_loads_what_the_manifest_chooses(model_run_dir):
 def test_evaluate_draws_the_worst_and_best_examples_next_to_the_manifest(model_run_dir):
     from PIL import Image
 
+    from model_build import plots
+
     sheet = model_run_dir / "model" / "quality.png"
     with Image.open(sheet) as image:
         assert image.format == "PNG"
         assert image.width > 900 and image.height > 4 * 160  # two panels of up to 4 rows
+    # Train's curve (beside the checkpoints, in --out, copied into model/) and the variant chart.
+    history = json.loads((model_run_dir / "checkpoints" / plots.HISTORY_FILE).read_text())
+    assert [e["epoch"] for e in history["history"]] == [1, 2]
+    pictures = {
+        "checkpoints/training-curve.png": plots.CURVE_SIZE,
+        "training-curve.png": plots.CURVE_SIZE,
+        "model/training-curve.png": plots.CURVE_SIZE,
+        "model/variant-chart.png": plots.CHART_SIZE,
+    }
+    for name, size in pictures.items():
+        with Image.open(model_run_dir / name) as image:
+            assert (image.format, image.size) == ("PNG", size), name
 
 
 def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tmp_path, capsys):

@@ -48,6 +48,7 @@ def test_training_resumes_from_the_latest_gcs_checkpoint(bucket, tmp_path):
         steps_per_epoch=1,
         encoder_weights=None,
         bn_recalibration_steps=1,
+        early_stopping_patience=5,  # off by default; its state must survive when on
     )
     with pytest.raises(PreemptedError):
         train(config, extra_callbacks=[PreemptAfter(1)])
@@ -65,12 +66,14 @@ def test_training_resumes_from_the_latest_gcs_checkpoint(bucket, tmp_path):
     assert state.early_stopping["phase"] == "fine_tune"
     assert [h["epoch"] for h in state.history] == [1, 2, 3]
     assert [h["phase"] for h in state.history] == ["head", "head", "fine_tune"]
-    # Only the newest checkpoints are kept in the bucket.
+    # Only the newest checkpoints are kept in the bucket, beside the history and its curve.
     names = sorted(b.name for b in bucket.client.list_blobs(bucket, prefix="checkpoints/run-1/"))
     assert names == [
         "checkpoints/run-1/ckpt-0002.keras",
         "checkpoints/run-1/ckpt-0003.keras",
+        "checkpoints/run-1/history.json",
         "checkpoints/run-1/state.json",
+        "checkpoints/run-1/training-curve.png",
     ]
     facts = json.loads((tmp_path / "run" / "training.json").read_text())
     assert facts["epochs"] == 3 and facts["dataset"] == "synthetic"
