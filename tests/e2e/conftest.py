@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -59,3 +60,13 @@ def corrupt_model_dir(stack_model_dir: Path, tmp_path: Path) -> Path:
     payload[len(payload) // 2] ^= 0xFF
     tflite.write_bytes(bytes(payload))
     return corrupt
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_reaches_commands() -> None:
+    """The commands these tests interrupt get SIGINT as from a terminal, however the suite was
+    started: a suite launched in the background (`cmd &` in a script) inherits SIGINT ignored,
+    every child would too, and Python then never raises KeyboardInterrupt. A Python handler
+    here becomes the default disposition in the children (exec resets handlers, not SIG_IGN)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
