@@ -19,11 +19,11 @@ from typing import Any
 
 import keras
 
+from model_build.layout import STATE_FILE
 from model_build.storage import Location, open_location
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
 KEEP_CHECKPOINTS = 2
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from segmentation.errors import SegmentationError
 
-from model_build import config, logs
+from model_build import config, layout, logs
 from model_build.config import (
     DEFAULT_SELECTION_THREADS,
     DEFAULT_TOLERANCE_POINTS,
@@ -293,10 +293,10 @@ def run(args: argparse.Namespace) -> int:
             args.tolerance, args.selection_threads, args.eval_limit, args.latency_samples
         )
         chosen = steps.evaluate_step(args.out, data_config(args), options)
-        print(f"model: {args.out / steps.MODEL_DIR} (version {chosen['version']})")
+        print(f"model: {args.out / layout.MODEL_DIR} (version {chosen['version']})")
     target = args.to if args.step == "publish" else getattr(args, "publish", None)
     if target:
-        model_dir = args.model_dir if args.step == "publish" else args.out / steps.MODEL_DIR
+        model_dir = args.model_dir if args.step == "publish" else args.out / layout.MODEL_DIR
         done = publish.publish(model_dir, target, move_latest=not args.no_latest)
         state = "already published" if done.already_published else "published"
         print(f"{state}: {done.uri} (latest moved: {done.latest_moved})")

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from segmentation.contract import VARIANTS  # the quantizations a manifest may name
 
+from model_build import data as data_lib
 from model_build.model import as_float32
 
 log = logging.getLogger(__name__)
@@ -126,3 +127,9 @@ def _write_variant(
         extra={"variant": variant, "path": str(path), "size_bytes": len(flatbuffer)},
     )
     return path
+
+
+def representative_images(splits: data_lib.Splits, count: int = 100) -> list[np.ndarray]:
+    """Images from the training split for int8 calibration."""
+    images, _ = data_lib.to_numpy(splits.train, limit=count)
+    return list(images)

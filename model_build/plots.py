@@ -25,24 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segmentation.contract import MANIFEST_FILE
+
+from model_build.layout import (
+    DEFAULT_CHECKPOINTS,
+    EVALUATION_FILE,
+    HISTORY_FILE,
+    MODEL_DIR,
+    STATE_FILE,
+    TRAINING_CURVE,
+    TRAINING_FACTS,
+    VARIANT_CHART,
+)
 from model_build.storage import LocalLocation, Location, open_location
 
 log = logging.getLogger(__name__)
 
-TRAINING_CURVE = "training-curve.png"
-VARIANT_CHART = "variant-chart.png"
-HISTORY_FILE = "history.json"
 PNG = "image/png"
 JSON = "application/json"
-
-# The names of the run directory's other files, repeated here because the modules that define
-# them import TensorFlow (tests/unit/model_build/test_plots.py keeps them equal).
-STATE_FILE = "state.json"  # checkpoints.STATE_FILE
-TRAINING_FACTS = "training.json"  # train.TRAINING_FACTS
-DEFAULT_CHECKPOINTS = "checkpoints"  # train.TrainConfig.checkpoint_uri's default under --out
-EVALUATION_FILE = "evaluation.json"  # steps.EVALUATION_FILE
-MODEL_DIR = "model"  # steps.MODEL_DIR
-MANIFEST_FILE = "manifest.json"  # segmentation.contract.MANIFEST_FILE
 
 DPI = 100
 CURVE_SIZE = (1200, 480)  # pixels: loss | accuracy

@@ -41,8 +41,8 @@ from segmentation.contract import (
     parse_latest_pointer,
 )
 
+from model_build import layout, plots
 from model_build import manifest as manifest_lib
-from model_build import plots
 from model_build.storage import Location, ObjectExistsError, PreconditionFailedError, open_location
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,8 @@ log = logging.getLogger(__name__)
 MODEL_FAMILY = "unet"
 LATEST_ATTEMPTS = 5
 VERSION_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # <created time>-<sha256[:8]>
-# Optional pictures uploaded with a version (segment models list shows them):
-# steps.QUALITY_SHEET, and plots.py's two.
-PICTURES = ("quality.png", plots.TRAINING_CURVE, plots.VARIANT_CHART)
+# Optional pictures uploaded with a version (segment models list shows them).
+PICTURES = (layout.QUALITY_SHEET, layout.TRAINING_CURVE, layout.VARIANT_CHART)
 
 
 class VersionExistsError(FileExistsError):

@@ -23,16 +23,13 @@ import tensorflow as tf
 from model_build import config, convert, evaluate, manifest, plots, quality_sheet
 from model_build import data as data_lib
 from model_build import model as model_lib
+from model_build.convert import representative_images
+from model_build.layout import EVALUATION_FILE, KERAS_MODEL, MODEL_DIR, QUALITY_SHEET, TFLITE_DIR
 from model_build.model import NUM_CLASSES
 from model_build.storage import LocalLocation
-from model_build.train import KERAS_MODEL, load_training_facts, representative_images
+from model_build.train import load_training_facts
 
 log = logging.getLogger(__name__)
-
-TFLITE_DIR = "tflite"
-MODEL_DIR = "model"
-EVALUATION_FILE = "evaluation.json"
-QUALITY_SHEET = "quality.png"  # never copied into the repository: it shows dataset photos
 
 
 class MissingStepOutputError(FileNotFoundError):

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from model_build import config, plots, progress
@@ -33,14 +32,12 @@ from model_build.checkpoints import (
     ResumableEarlyStopping,
     TrainingState,
 )
+from model_build.layout import DEFAULT_CHECKPOINTS, KERAS_MODEL, TRAINING_FACTS
 from model_build.manifest import git_commit
 from model_build.model import build_unet, iter_batchnorm_layers, set_encoder_trainable
 from model_build.storage import LocalLocation
 
 log = logging.getLogger(__name__)
-
-KERAS_MODEL = "keras/model.keras"
-TRAINING_FACTS = "training.json"
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ class TrainConfig:
 
     @property
     def checkpoint_uri(self) -> str:
-        return self.checkpoint_dir or str(Path(self.out) / "checkpoints")
+        return self.checkpoint_dir or str(Path(self.out) / DEFAULT_CHECKPOINTS)
 
 
 def train(config: TrainConfig, extra_callbacks: Sequence[keras.callbacks.Callback] = ()) -> Path:
@@ -366,9 +363,3 @@ def _jsonable(value: Any) -> Any:
 def load_training_facts(out: Path) -> dict[str, Any]:
     path = out / TRAINING_FACTS
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def representative_images(splits: data_lib.Splits, count: int = 100) -> list[np.ndarray]:
-    """Images from the training split for int8 calibration."""
-    images, _ = data_lib.to_numpy(splits.train, limit=count)
-    return list(images)

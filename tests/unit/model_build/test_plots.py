@@ -247,16 +247,16 @@ def test_the_pictures_publish_uploads_are_the_ones_segment_lists():
     assert steps.QUALITY_SHEET in publish_lib.PICTURES
 
 
-def test_the_file_names_plots_repeats_match_their_owners():
-    from segmentation import contract
+def test_the_run_layout_has_one_owner():
+    """Every step names the run directory's files through model_build.layout (TF-free)."""
+    from model_build import checkpoints, layout, steps, train
+    from model_build import publish as publish_lib
 
-    from model_build import checkpoints, steps, train
-
-    assert plots.STATE_FILE == checkpoints.STATE_FILE
-    assert plots.TRAINING_FACTS == train.TRAINING_FACTS
-    assert train.TrainConfig(out="o").checkpoint_uri == str(Path("o") / plots.DEFAULT_CHECKPOINTS)
-    assert (plots.EVALUATION_FILE, plots.MODEL_DIR) == (steps.EVALUATION_FILE, steps.MODEL_DIR)
-    assert plots.MANIFEST_FILE == contract.MANIFEST_FILE
+    assert plots.STATE_FILE is layout.STATE_FILE is checkpoints.STATE_FILE
+    assert plots.TRAINING_FACTS is layout.TRAINING_FACTS is train.TRAINING_FACTS
+    assert train.TrainConfig(out="o").checkpoint_uri == str(Path("o") / layout.DEFAULT_CHECKPOINTS)
+    assert steps.EVALUATION_FILE is layout.EVALUATION_FILE and steps.MODEL_DIR is layout.MODEL_DIR
+    assert steps.QUALITY_SHEET in publish_lib.PICTURES
 
 
 # --- python -m model_build plots ---------------------------------------------------------------
