@@ -155,6 +155,7 @@ module "training_vm" {
   fine_tune_epochs  = var.training_fine_tune_epochs
   max_run_hours     = var.training_max_run_hours
   source_commit     = var.source_commit
+  move_latest       = var.training_moves_latest
   subnet_cidr       = var.training_subnet_cidr
   enable_iap_ssh    = var.training_enable_iap_ssh
 

@@ -303,6 +303,12 @@ variable "training_max_run_hours" {
   default     = 12
 }
 
+variable "training_moves_latest" {
+  type        = bool
+  description = "Let a training run move unet/latest.json to the version it publishes. false (default) = it only publishes; `segment models promote VERSION` moves latest."
+  default     = false
+}
+
 variable "source_commit" {
   type        = string
   description = "Git commit of the deployed source; the training VM exports it as MODEL_BUILD_GIT_COMMIT, so published model manifests record it. \"\" = unknown (not recorded). Cloud Build sets it to $COMMIT_SHA (empty in builds not started by a trigger)."

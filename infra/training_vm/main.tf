@@ -53,6 +53,7 @@ locals {
     uv_wheel_sha256  = var.uv_wheel_sha256
     python_version   = var.python_version
     source_commit    = var.source_commit
+    move_latest      = var.move_latest
   }
 }
 

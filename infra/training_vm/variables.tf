@@ -172,6 +172,12 @@ variable "source_commit" {
   }
 }
 
+variable "move_latest" {
+  type        = bool
+  description = "Let a training run move unet/latest.json to the version it publishes. false = it only publishes the version; `segment models promote VERSION` moves latest after a look at its metrics and pictures."
+  default     = false
+}
+
 variable "uv_version" {
   type        = string
   description = "uv release the startup script installs (requirements/uv.txt, the Makefile's UV_VERSION); uv then installs Python (the DLVM image ships 3.10)."

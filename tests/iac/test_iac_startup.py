@@ -75,6 +75,7 @@ def test_template_keys_are_what_the_module_passes():
             "models_bucket",
             "python_version",
             "source_bucket",
+            "move_latest",
             "source_commit",
             "source_objects",
             "source_sha256",
@@ -83,6 +84,14 @@ def test_template_keys_are_what_the_module_passes():
             "uv_wheel_url",
         ]
     )
+
+
+def test_a_run_publishes_without_moving_latest_unless_told(terraform_bin: str, script: str):
+    # Only a promote step moves latest (the trainer cannot change what every instance loads).
+    assert "args+=(--no-latest)" in script
+    moving = render_repo_script(move_latest=True)
+    assert "--no-latest" not in moving
+    assert bash_syntax(moving)[0]
 
 
 def test_exports_the_source_commit_for_the_manifest(script: str):

@@ -35,7 +35,7 @@ UV_LOCK = REPO_ROOT / "requirements" / "uv.txt"
 GPU_LOCK_ON_VM = 'readonly GPU_LOCK="$WORKDIR/src/model_build/requirements-gpu.txt"'
 
 # A value is a string, or a map of strings (rendered as a Terraform object).
-SAMPLE_VALUES: dict[str, str | dict[str, str]] = {
+SAMPLE_VALUES: dict[str, str | bool | dict[str, str]] = {
     "models_bucket": "example-models",
     "source_bucket": "example-source",
     "source_objects": {
@@ -57,6 +57,7 @@ SAMPLE_VALUES: dict[str, str | dict[str, str]] = {
     "uv_wheel_sha256": "3" * 64,
     "python_version": "3.12.16",
     "source_commit": "0123456789abcdef0123456789abcdef01234567",
+    "move_latest": False,
 }
 
 
@@ -210,9 +211,9 @@ def uv_pin_problems(root: Path = REPO_ROOT) -> list[str]:
     return problems
 
 
-def render_repo_script(root: Path = REPO_ROOT, **overrides: str | dict[str, str]) -> str:
+def render_repo_script(root: Path = REPO_ROOT, **overrides: str | bool | dict[str, str]) -> str:
     keys = template_keys(root)
-    values: dict[str, str | dict[str, str]] = {
+    values: dict[str, str | bool | dict[str, str]] = {
         key: SAMPLE_VALUES.get(key, f"sample-{key}") for key in keys
     }
     values.update(overrides)
