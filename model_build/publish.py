@@ -35,6 +35,7 @@ from pathlib import Path
 
 from segmentation.contract import (
     LATEST_POINTER,
+    MODEL_FAMILY,
     LatestPointer,
     history_after,
     latest_pointer,
@@ -47,7 +48,6 @@ from model_build.storage import Location, ObjectExistsError, PreconditionFailedE
 
 log = logging.getLogger(__name__)
 
-MODEL_FAMILY = "unet"
 LATEST_ATTEMPTS = 5
 VERSION_PATTERN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # <created time>-<sha256[:8]>
 # Optional pictures uploaded with a version (segment models list shows them).

@@ -47,6 +47,7 @@ from segmentation.contract import (
     LATEST_POINTER,
     LATEST_SEGMENT,
     MANIFEST_FILE,
+    MODEL_FAMILY,
     SAFE_COMPONENT,
     LatestPointer,
     history_after,
@@ -63,13 +64,11 @@ from segmentation.model import write_atomically
 from segmentation.results import Track
 from segmentation.storage import ObjectInfo, object_info
 
+from model_build import layout  # TF-free: the run directory's file names
 from segment import clients
 
-# model_build.publish.MODEL_FAMILY (not imported: model_build's manifest module imports
-# TensorFlow); tests/unit/segment/test_models.py keeps the two equal.
-MODEL_FAMILY = "unet"
 # Pictures model_build leaves beside a version's manifest, when they were uploaded with it.
-PICTURES = {"quality": "quality.png", "training_curve": "training-curve.png"}
+PICTURES = {"quality": layout.QUALITY_SHEET, "training_curve": layout.TRAINING_CURVE}
 POINTER_CONTENT_TYPE = "application/json"
 READ_ATTEMPTS = 3
 

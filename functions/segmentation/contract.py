@@ -54,6 +54,7 @@ SHA256 = re.compile(SHA256_PATTERN)
 
 # --- the `latest` pointer --------------------------------------------------------------------
 
+MODEL_FAMILY = "unet"  # a registry holds <base>/unet/<version>/ and <base>/unet/latest.json
 LATEST_SEGMENT = "latest"  # MODEL_URI .../<family>/latest follows <family>/latest.json
 LATEST_POINTER = "latest.json"
 LATEST_FIELDS = ("version", "path", "sha256", "published", "previous")

@@ -4,7 +4,6 @@ arithmetic, and the `segment models` command lines."""
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -69,14 +68,9 @@ def _latest(store: ListingStore) -> dict[str, Any]:
 
 
 def test_the_family_is_model_build_publish_s() -> None:
-    tree = ast.parse((REPO / "model_build" / "publish.py").read_text())
-    assigned = {
-        node.targets[0].id: node.value.value
-        for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-        if isinstance(node.value, ast.Constant)
-    }
-    assert assigned["MODEL_FAMILY"] == models.MODEL_FAMILY
+    from model_build import publish as publish_lib
+
+    assert models.MODEL_FAMILY is publish_lib.MODEL_FAMILY is contract.MODEL_FAMILY
 
 
 # --- promote ---------------------------------------------------------------------------------
