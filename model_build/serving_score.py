@@ -21,16 +21,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from segmentation.contract import CLASS_NAMES
 from segmentation.imaging import decode_image, encode_mask
 from segmentation.model import load_model
 from segmentation.settings import DEFAULT_MAX_IMAGE_PIXELS
 
 from model_build import metrics, oxford_folder, progress, quality_sheet
-from model_build.model import CLASS_NAMES, NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+NUM_CLASSES = len(CLASS_NAMES)
 
 
 @dataclass
