@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 
+from segmentation import memory
 from segmentation.contract import LATEST_SEGMENT, SAFE_COMPONENT
 from segmentation.errors import SettingsError
 
@@ -28,6 +29,13 @@ DEFAULT_MODEL_REFRESH_SECONDS = 300
 DEFAULT_CANARY_PERCENT = 0.0
 # OBJECT_DELETE / OBJECT_ARCHIVE of an upload removes its outputs (functions/README.md, Output).
 DEFAULT_DELETE_OUTPUTS_ON_DELETE = True
+# Requests one instance serves at once (Terraform's function concurrency): it sizes the
+# interpreter pool and the memory budget (segmentation/memory.py).
+DEFAULT_CONCURRENCY = 1
+MAX_CONCURRENCY = 1000  # Cloud Run's limit
+# The push subscription's ack deadline (= the function timeout): every retry of a request ends
+# before it, so a redelivery never overlaps a request still retrying.
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 300
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -55,6 +63,11 @@ class Settings:
     # OUTPUT_BUCKET, as before this setting existed (Terraform always sets it).
     input_bucket: str | None = None
     delete_outputs_on_delete: bool = DEFAULT_DELETE_OUTPUTS_ON_DELETE
+    concurrency: int = DEFAULT_CONCURRENCY
+    # The instance's memory (Terraform sets it from the function's memory); None: unknown, not
+    # checked (the local stack).
+    memory_mib: int | None = None
+    request_timeout_seconds: int = DEFAULT_REQUEST_TIMEOUT_SECONDS
 
     @property
     def canary_enabled(self) -> bool:
@@ -94,7 +107,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         delete_outputs_on_delete=_optional(
             env, "DELETE_OUTPUTS_ON_DELETE", DEFAULT_DELETE_OUTPUTS_ON_DELETE, _boolean
         ),
+        concurrency=_optional(env, "CONCURRENCY", DEFAULT_CONCURRENCY, _concurrency),
+        memory_mib=_optional(env, "MEMORY_MIB", None, _positive_int),
+        request_timeout_seconds=_optional(
+            env, "REQUEST_TIMEOUT_SECONDS", DEFAULT_REQUEST_TIMEOUT_SECONDS, _positive_int
+        ),
     )
+    _check_memory_budget(settings)
     if settings.input_bucket is not None and settings.input_bucket == settings.output_bucket:
         raise SettingsError(
             "INPUT_BUCKET",
@@ -115,6 +134,31 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"(got MODEL_URI {settings.model_uri!r})",
         )
     return settings
+
+
+def _check_memory_budget(settings: Settings) -> None:
+    """Refuses a configuration whose worst case does not fit the instance's memory: two hostile
+    40 MP uploads on an instance sized for one would kill it and dead-letter innocent requests."""
+    if settings.memory_mib is None:
+        return
+    budget = memory.load_budget()
+    needed = budget.required_mib(
+        concurrency=settings.concurrency,
+        max_image_pixels=settings.max_image_pixels,
+        max_image_bytes=settings.max_image_bytes,
+    )
+    if needed > settings.memory_mib:
+        per_request = budget.request_mib(
+            max_image_pixels=settings.max_image_pixels, max_image_bytes=settings.max_image_bytes
+        )
+        raise SettingsError(
+            "MEMORY_MIB",
+            f"{settings.memory_mib} MiB is too small for CONCURRENCY {settings.concurrency} x "
+            f"{per_request} MiB per request (MAX_IMAGE_PIXELS {settings.max_image_pixels}, "
+            f"MAX_IMAGE_BYTES {settings.max_image_bytes}) + {budget.baseline_mib} MiB baseline "
+            f"= {needed} MiB: raise the memory, or lower CONCURRENCY or MAX_IMAGE_PIXELS "
+            "(docs/performance.md, 'Memory budget')",
+        )
 
 
 def is_valid_bucket_name(name: str) -> bool:
@@ -218,6 +262,13 @@ def _thread_count(raw: str) -> int:
     value = _positive_int(raw)
     if value > MAX_NUM_THREADS:
         raise ValueError(f"must be at most {MAX_NUM_THREADS}")
+    return value
+
+
+def _concurrency(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_CONCURRENCY:
+        raise ValueError(f"must be at most {MAX_CONCURRENCY} (Cloud Run's limit)")
     return value
 
 

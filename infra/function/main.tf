@@ -18,10 +18,26 @@ locals {
 
   # Contract with functions/ (docs/architecture.md, "Settings"): read once at cold start and validated there.
   # The buckets and the model come from this module; every other setting from var.settings.
+  # The instance's shape comes from this module's own variables, so it cannot drift from them.
   env_vars = merge(var.settings, {
-    OUTPUT_BUCKET = var.output_bucket
-    MODEL_URI     = var.model_uri
+    OUTPUT_BUCKET           = var.output_bucket
+    MODEL_URI               = var.model_uri
+    CONCURRENCY             = tostring(var.concurrency)
+    MEMORY_MIB              = tostring(module.memory_budget.memory_mib)
+    REQUEST_TIMEOUT_SECONDS = tostring(var.timeout_seconds)
   })
+}
+
+# Plan fails when concurrency x the worst request + baseline does not fit the memory: the rule
+# the function applies at cold start, from the same memory_budget.json.
+module "memory_budget" {
+  source = "../memory_budget"
+
+  memory           = var.memory
+  concurrency      = var.concurrency
+  max_image_pixels = tonumber(var.settings["MAX_IMAGE_PIXELS"])
+  max_image_bytes  = tonumber(var.settings["MAX_IMAGE_BYTES"])
+  budget_file      = "${var.source_dir}/segmentation/memory_budget.json"
 }
 
 # --- source --------------------------------------------------------------------------------------

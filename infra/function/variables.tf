@@ -78,7 +78,7 @@ variable "entry_point" {
 
 variable "memory" {
   type        = string
-  description = "Memory per instance (e.g. \"1Gi\"): a 40 MP image decodes to ~120 MB RGB, plus the model and the mask."
+  description = "Memory per instance (e.g. \"1Gi\", \"2048Mi\"): must hold concurrency worst-case requests plus a baseline (infra/memory_budget checks it at plan time; docs/performance.md has the table)."
   default     = "1Gi"
 }
 
@@ -112,7 +112,7 @@ variable "min_instances" {
 
 variable "concurrency" {
   type        = number
-  description = "Requests one instance serves at a time. 1 keeps the memory bound simple (one image at a time); more needs cpu >= 1 and more memory."
+  description = "Requests one instance serves at a time (the function's CONCURRENCY): each may hold a worst-case image, so memory must grow with it (infra/memory_budget)."
   default     = 1
 
   validation {
@@ -134,8 +134,7 @@ variable "timeout_seconds" {
 
 variable "settings" {
   type        = map(string)
-  description = "The function's other settings as environment variables (MAX_IMAGE_BYTES, NUM_THREADS, ...: functions/segmentation/settings.py documents and validates each at cold start). OUTPUT_BUCKET and MODEL_URI are set by this module."
-  default     = {}
+  description = "The function's other settings as environment variables (MAX_IMAGE_BYTES, NUM_THREADS, ...: functions/segmentation/settings.py documents and validates each at cold start); MAX_IMAGE_PIXELS and MAX_IMAGE_BYTES are required. OUTPUT_BUCKET, MODEL_URI, CONCURRENCY, MEMORY_MIB and REQUEST_TIMEOUT_SECONDS are set by this module."
 
   validation {
     condition     = alltrue([for k in keys(var.settings) : can(regex("^[A-Z][A-Z0-9_]*$", k))])
@@ -143,8 +142,13 @@ variable "settings" {
   }
 
   validation {
-    condition     = length(setintersection(keys(var.settings), ["OUTPUT_BUCKET", "MODEL_URI"])) == 0
-    error_message = "settings must not set OUTPUT_BUCKET or MODEL_URI: the module derives them."
+    condition     = length(setintersection(keys(var.settings), ["OUTPUT_BUCKET", "MODEL_URI", "CONCURRENCY", "MEMORY_MIB", "REQUEST_TIMEOUT_SECONDS"])) == 0
+    error_message = "settings must not set OUTPUT_BUCKET, MODEL_URI, CONCURRENCY, MEMORY_MIB or REQUEST_TIMEOUT_SECONDS: the module derives them from its own variables."
+  }
+
+  validation {
+    condition     = alltrue([for k in ["MAX_IMAGE_PIXELS", "MAX_IMAGE_BYTES"] : can(tonumber(lookup(var.settings, k, "")))])
+    error_message = "settings must set MAX_IMAGE_PIXELS and MAX_IMAGE_BYTES (whole numbers): the memory budget (infra/memory_budget) needs them."
   }
 }
 
