@@ -82,7 +82,7 @@ class NotAnImageError(InputError):
 
 
 class UnsupportedFormatError(InputError):
-    """A recognisable image format we do not accept (e.g. SVG, HEIC, AVIF, ICO)."""
+    """A recognisable image format we do not accept (e.g. SVG, HEIC, AVIF, TIFF, BMP, ICO)."""
 
     reason = "unsupported_format"
 

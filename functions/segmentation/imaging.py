@@ -20,12 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import (
-    BmpImagePlugin,
     GifImagePlugin,
     Image,
     JpegImagePlugin,
     PngImagePlugin,
-    TiffImagePlugin,
     UnidentifiedImageError,
     WebPImagePlugin,
 )
@@ -39,19 +37,16 @@ from segmentation.errors import (
 )
 
 # Pillow plugins tried on open. A multi-picture JPEG (most phone cameras) opens through the JPEG
-# plugin and reports format "MPO": a JPEG for every purpose here.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# plugin and reports format "MPO": a JPEG for every purpose here. Users upload photos from phones
+# and the web, which come in these four; every further decoder is attack surface for nothing, so
+# BMP and TIFF (libtiff above all) are refused with UnsupportedFormatError like HEIC.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # Importing exactly these plugins registers them, so `Image.open(formats=...)` never runs Pillow's
-# scan of all ~45 plugins (WEBP and TIFF are not among the few it pre-loads): that scan cost an
-# instance's first decode about 100-300 ms.
-_ACCEPTED_PLUGINS = (
-    JpegImagePlugin,
-    PngImagePlugin,
-    WebPImagePlugin,
-    GifImagePlugin,
-    BmpImagePlugin,
-    TiffImagePlugin,
-)
+# scan of all ~45 plugins (WEBP is not among the few it pre-loads): that scan cost an instance's
+# first decode about 100-300 ms. What keeps every other decoder away is `formats=`, not what is
+# registered: Pillow itself registers BMP on its first open (`Image.preinit`) and TIFF when it
+# parses EXIF or an MPO (TiffImagePlugin holds the IFD parser), and neither is ever tried here.
+_ACCEPTED_PLUGINS = (JpegImagePlugin, PngImagePlugin, WebPImagePlugin, GifImagePlugin)
 RESAMPLE = Image.Resampling.BILINEAR
 EXIF_ORIENTATION = 0x0112
 ORIENTATION_TRANSPOSE = {
@@ -69,23 +64,33 @@ _SWAPS_AXES = frozenset({5, 6, 7, 8})
 PALETTE: tuple[tuple[int, int, int], ...] = ((255, 140, 0), (0, 0, 0), (255, 255, 255))
 PNG_COMPRESS_LEVEL = 1  # masks are long runs of 3 values: level 1 is fast and nearly as small
 
-# Leading bytes of formats we recognise but do not accept, for a precise error reason.
-_UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
-    (4, b"ftypheic", "HEIC"),
-    (4, b"ftypheix", "HEIC"),
-    (4, b"ftyphevc", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
-    (4, b"ftypmsf1", "HEIF"),
-    (4, b"ftypavif", "AVIF"),
-    (4, b"ftypavis", "AVIF"),
-    (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG2000"),
-    (0, b"\xff\x4f\xff\x51", "JPEG2000"),
-    (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
-    (0, b"\xff\x0a", "JPEG XL"),
-    (0, b"8BPS", "PSD"),
-    (0, b"\x00\x00\x01\x00", "ICO"),
-    (0, b"qoif", "QOI"),
-    (0, b"%PDF", "PDF"),
+# BMP's DIB header sizes (BITMAPCOREHEADER ... BITMAPV5HEADER), stored at offset 14 after the
+# 14-byte file header: "BM" alone starts too much text to name a format by.
+_BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
+
+# Formats we recognise but do not accept, for a precise error reason: the name, then the
+# (offset, bytes) that must all match.
+_UNSUPPORTED_SIGNATURES: tuple[tuple[str, *tuple[tuple[int, bytes], ...]], ...] = (
+    ("HEIC", (4, b"ftypheic")),
+    ("HEIC", (4, b"ftypheix")),
+    ("HEIC", (4, b"ftyphevc")),
+    ("HEIF", (4, b"ftypmif1")),
+    ("HEIF", (4, b"ftypmsf1")),
+    ("AVIF", (4, b"ftypavif")),
+    ("AVIF", (4, b"ftypavis")),
+    ("JPEG2000", (0, b"\x00\x00\x00\x0cjP  \r\n\x87\n")),
+    ("JPEG2000", (0, b"\xff\x4f\xff\x51")),
+    ("JPEG XL", (0, b"\x00\x00\x00\x0cJXL \r\n\x87\n")),
+    ("JPEG XL", (0, b"\xff\x0a")),
+    ("PSD", (0, b"8BPS")),
+    ("ICO", (0, b"\x00\x00\x01\x00")),
+    ("QOI", (0, b"qoif")),
+    ("PDF", (0, b"%PDF")),
+    ("TIFF", (0, b"II*\x00")),
+    ("TIFF", (0, b"MM\x00*")),
+    ("TIFF", (0, b"II+\x00")),  # BigTIFF
+    ("TIFF", (0, b"MM\x00+")),
+    *(("BMP", (0, b"BM"), (14, struct.pack("<I", size))) for size in _BMP_HEADER_SIZES),
 )
 
 
@@ -101,8 +106,8 @@ class DecodedImage:
     orientation: int  # EXIF orientation applied (1 = none)
 
 
-# Longest side accepted, whatever the pixel count: JPEG, GIF and BMP cannot go beyond it (WebP
-# stops at 16383), and it bounds Pillow's per-row overhead for images like 1x40M.
+# Longest side accepted, whatever the pixel count: JPEG and GIF cannot go beyond it (WebP stops
+# at 16383), and it bounds Pillow's per-row overhead for images like 1x40M.
 MAX_SIDE = 65_535
 
 
@@ -177,8 +182,8 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _unidentified(data: bytes) -> NotAnImageError | UnsupportedFormatError:
-    for offset, signature, name in _UNSUPPORTED_SIGNATURES:
-        if data[offset : offset + len(signature)] == signature:
+    for name, *parts in _UNSUPPORTED_SIGNATURES:
+        if all(data[offset : offset + len(part)] == part for offset, part in parts):
             return UnsupportedFormatError(f"{name} images are not supported")
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if b"<svg" in head or (head.startswith(b"<?xml") and b"svg" in head):

@@ -50,8 +50,9 @@ QUIET_S = 3.0
 # Backoff 1 s doubling to 8 s: 5 attempts span ~15 s, longer than the 503 window and the restart.
 STORM_POLICY = resources.DeliveryPolicy(min_backoff_s=1.0, max_backoff_s=8.0)
 FORMATS = (("PNG", "png", "image/png"), ("JPEG", "jpg", "image/jpeg"),
-           ("WEBP", "webp", "image/webp"), ("BMP", "bmp", "image/bmp"),
-           ("GIF", "gif", "image/gif"))  # fmt: skip
+           ("WEBP", "webp", "image/webp"), ("GIF", "gif", "image/gif"))  # fmt: skip
+# Real images in formats the function refuses by name (decoder attack surface): error records.
+REFUSED = {"tif": "TIFF", "bmp": "BMP"}
 
 
 @dataclass
@@ -82,8 +83,15 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 
 def bad_payload(index: int, rng: random.Random) -> tuple[bytes, str]:
-    """Hostile input: text, random bytes, a truncated PNG or JPEG (reasons checked loosely)."""
-    choice = index % 4
+    """Hostile input: text, random bytes, a truncated PNG or JPEG (reasons checked loosely), or
+    a real TIFF or BMP (unsupported_format)."""
+    choice = index % 6
+    if choice >= 4:
+        ext = sorted(REFUSED)[choice - 4]
+        image, _ = synthetic_example(index, seed=SEED, min_side=24, max_side=96)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format=REFUSED[ext])
+        return buffer.getvalue(), ext
     if choice == 0:
         return b"this is not an image, it is a note\n" * 3, "txt.jpg"
     if choice == 1:
@@ -262,7 +270,10 @@ def check_outputs(
             record = json.loads(error.download_as_bytes())
             assert record["source"]["bucket"] == input_bucket
             assert record["source"]["generation"] == latest
-            assert record["error"]["reason"] in {"not_an_image", "corrupt_image"}, record
+            if upload.name.rsplit(".", 1)[-1] in REFUSED:
+                assert record["error"]["reason"] == "unsupported_format", record
+            else:
+                assert record["error"]["reason"] in {"not_an_image", "corrupt_image"}, record
             expected_outputs.add(error.name)
         else:
             assert mask is None and error is None, f"{upload.name}: output for a deleted object"

@@ -186,6 +186,22 @@ def test_hostile_files_get_an_error_record_with_a_specific_reason(
 
 
 @pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("scan.tif", "TIFF"), ("screenshot.bmp", "BMP"), ("renamed-scan.jpg", "TIFF")],
+)
+def test_bmp_and_tiff_get_an_error_record_naming_the_format(store, tiny_model, settings, name, fmt):
+    # Not accepted any more (decoder attack surface): refused like HEIC, whatever the name says.
+    data = encode(_gradient((40, 30)), fmt)
+    result = _deliver(store, tiny_model, settings, name, data)
+    assert result.outcome == Outcome.ERROR_RECORDED
+    assert result.reason == "unsupported_format"
+    record = json.loads(store.get(OUTPUT_BUCKET, error_name(name)).data)
+    assert record["error"]["reason"] == "unsupported_format"
+    assert record["error"]["message"] == f"{fmt} images are not supported"
+    assert store.get(OUTPUT_BUCKET, mask_name(name)) is None
+
+
+@pytest.mark.parametrize(
     "name",
     [
         "fotos/猫 im Garten 🐈.png",

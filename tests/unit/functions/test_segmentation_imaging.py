@@ -33,8 +33,6 @@ def decode(data: bytes, max_pixels: int = LIMIT) -> imaging.DecodedImage:
         ("PNG", {}),
         ("WEBP", {"lossless": True}),
         ("GIF", {}),
-        ("BMP", {}),
-        ("TIFF", {}),
     ],
 )
 def test_accepted_formats_decode_to_model_input(fmt: str, params: dict) -> None:
@@ -61,14 +59,10 @@ def _solid(mode: str, value: object, size: tuple[int, int] = (20, 10)) -> Image.
         (_solid("RGBA", (200, 10, 10, 0)), "PNG", (255, 255, 255)),
         (_solid("RGBA", (0, 0, 0, 128)), "PNG", (127, 127, 127)),
         (_solid("CMYK", (0, 255, 255, 0)), "JPEG", (255, 0, 0)),
-        (_solid("CMYK", (0, 255, 255, 0)), "TIFF", (255, 0, 0)),
         (_solid("I;16", 65535), "PNG", (255, 255, 255)),
-        (_solid("I;16", 257 * 40), "TIFF", (40, 40, 40)),
-        (_solid("I", 30000), "TIFF", (117, 117, 117)),
-        (_solid("F", 0.5), "TIFF", (128, 128, 128)),
-        (_solid("F", 200.0), "TIFF", (200, 200, 200)),
+        (_solid("I;16", 257 * 40), "PNG", (40, 40, 40)),
         (_solid("1", 1), "PNG", (255, 255, 255)),
-        (_solid("1", 0), "BMP", (0, 0, 0)),
+        (_solid("1", 0), "PNG", (0, 0, 0)),
         (_solid("RGB", (10, 20, 30)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG", None),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
@@ -83,6 +77,19 @@ def test_modes_convert_to_rgb(
         expected = tuple(np.asarray(image.convert("RGB"))[0, 0])
     tolerance = 6 if fmt == "JPEG" else 1
     assert np.abs(decoded.array.astype(int) - np.array(expected)).max() <= tolerance
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (np.full((2, 2), 0.5, np.float32), 128),  # float in 0..1
+        (np.full((2, 2), 200.0, np.float32), 200),  # float in 0..255
+        (np.full((2, 2), 30000, np.int32), 117),  # 16-bit range
+    ],
+)
+def test_wide_samples_scale_to_uint8(values: np.ndarray, expected: int) -> None:
+    # No accepted format decodes to I or F any more (TIFF did); I;16 PNGs reach this as I.
+    assert (imaging._scale_to_uint8(values) == expected).all()
 
 
 def test_palette_with_transparency_is_composited_over_white() -> None:
@@ -161,7 +168,7 @@ def test_pillow_decompression_bomb_guard_maps_to_too_many_pixels() -> None:
         Image.MAX_IMAGE_PIXELS = previous
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP"])
 def test_truncated_images_are_corrupt(fmt: str) -> None:
     data = encode(
         Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)), fmt
@@ -202,6 +209,47 @@ def test_non_images_are_rejected(data: bytes) -> None:
 )
 def test_recognised_but_unsupported_formats(data: bytes) -> None:
     with pytest.raises(UnsupportedFormatError):
+        decode(data)
+
+
+def _bmp_and_tiff_files() -> list[object]:
+    """Real BMP and TIFF files written by Pillow, in the modes and variants each stores."""
+    image = halves(32, 24)
+    files = [(f"BMP-{mode}", encode(image.convert(mode), "BMP")) for mode in ("1", "L", "P", "RGB")]
+    files += [
+        (f"TIFF-{mode}-{compression}", encode(image.convert(mode), "TIFF", compression=compression))
+        for mode in ("RGB", "RGBA", "CMYK", "L", "I;16", "F")
+        for compression in ("raw", "tiff_lzw")
+    ]
+    files.append(("TIFF-big-endian", encode(Image.new("I;16B", (8, 8), 300), "TIFF")))
+    files.append(("TIFF-jpeg", encode(image, "TIFF", compression="jpeg")))
+    return [pytest.param(case, data, id=case) for case, data in files]
+
+
+@pytest.mark.parametrize(("case", "data"), _bmp_and_tiff_files())
+def test_bmp_and_tiff_are_refused_by_name(case: str, data: bytes) -> None:
+    # Every plugin registered first: the refusal does not depend on Pillow having left the BMP
+    # and TIFF plugins unloaded, only on `formats=ACCEPTED_FORMATS`.
+    Image.init()
+    name = case.partition("-")[0]
+    assert Image.open(io.BytesIO(data)).format == name  # a real file Pillow would decode
+    with pytest.raises(UnsupportedFormatError, match=f"^{name} images are not supported$"):
+        decode(data)
+    with pytest.raises(UnsupportedFormatError, match=f"^{name} images are not supported$"):
+        decode(data[: len(data) // 2])  # truncated: still named by its header
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"BM" + b"\x00" * 40,  # no DIB header size after the file header
+        b"BMW service history, 2019-2024\n" * 4,
+        b"BM" + b"\x00" * 12 + b"\x29\x00\x00\x00" + b"\x00" * 40,  # 41: no DIB header
+    ],
+    ids=["zeros", "text", "odd-header-size"],
+)
+def test_text_starting_with_bm_is_not_called_a_bmp(data: bytes) -> None:
+    with pytest.raises(NotAnImageError, match="JPEG, PNG, WEBP, GIF"):
         decode(data)
 
 
@@ -261,8 +309,8 @@ from PIL import Image
 from segmentation import imaging
 from segmentation.errors import InputError
 webp = io.BytesIO(); Image.new("RGB", (20, 10), 90).save(webp, format="WEBP")
-tiff = io.BytesIO(); Image.new("RGB", (20, 10), 90).save(tiff, format="TIFF")
-for data in (webp.getvalue(), tiff.getvalue(), b"<html>not an image</html>"):
+tiff = b"II*\\x00" + bytes(60)  # a TIFF header, written by hand: saving one would load the plugin
+for data in (webp.getvalue(), tiff, b"<html>not an image</html>"):
     try:
         imaging.decode_image(data, max_pixels=10_000, size=(128, 128))
     except InputError:
@@ -279,3 +327,34 @@ print(Image._initialized)
         timeout=60,
     )
     assert result.stdout.strip() == "1", "Pillow ran its full plugin scan (Image.init())"
+
+
+def test_importing_imaging_registers_no_bmp_or_tiff_plugin() -> None:
+    # The decoders that are not accepted are not even imported: BMP and TIFF (libtiff) are
+    # attack surface. A fresh interpreter, since other tests register every plugin.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import sys
+from PIL import Image
+from segmentation import imaging
+print(sorted(Image.OPEN), sorted(Image.ID))
+print(sorted(m for m in ("PIL.BmpImagePlugin", "PIL.TiffImagePlugin") if m in sys.modules))
+"""
+    functions_dir = Path(__file__).resolve().parents[3] / "functions"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=functions_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    registered, modules = result.stdout.strip().splitlines()
+    for name in ("BMP", "DIB", "TIFF"):
+        assert f"'{name}'" not in registered, registered
+    for name in imaging.ACCEPTED_FORMATS:
+        assert f"'{name}'" in registered, registered
+    assert modules == "[]"
