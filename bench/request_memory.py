@@ -126,9 +126,7 @@ def measure(
             last["pixels"] - first["pixels"]
         )
         facts["bytes_per_pixel"] = round(slope, 2)
-        facts["intercept_bytes"] = round(
-            first["peak_above_idle_bytes"] - slope * first["pixels"]
-        )
+        facts["intercept_bytes"] = round(first["peak_above_idle_bytes"] - slope * first["pixels"])
     worst = max(cases, key=lambda name: cases[name]["bytes_per_pixel"])
     idle = max(p["idle_rss_bytes"] for facts in cases.values() for p in facts["points"])
     return {

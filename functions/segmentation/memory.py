@@ -32,9 +32,7 @@ class MemoryBudget:
         image = self.bytes_per_pixel * max_image_pixels + self.upload_copies * max_image_bytes
         return math.ceil(image / MIB) + self.request_overhead_mib
 
-    def required_mib(
-        self, *, concurrency: int, max_image_pixels: int, max_image_bytes: int
-    ) -> int:
+    def required_mib(self, *, concurrency: int, max_image_pixels: int, max_image_bytes: int) -> int:
         """Baseline plus `concurrency` worst-case requests, in MiB."""
         per_request = self.request_mib(
             max_image_pixels=max_image_pixels, max_image_bytes=max_image_bytes
