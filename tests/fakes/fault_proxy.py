@@ -22,6 +22,11 @@ generation, the custom metadata, the `ifGenerationMatch` asked for), in the orde
 answered. This counts writes at the storage layer: a write is recorded even when the client that
 made it was killed before it read the answer or logged anything. Conditional writes are recorded
 under the lock that serialises them, so their order is the order the upstream applied them in.
+
+`proxy.set_delay(latency_s, bandwidth_bytes_per_s)` makes every forwarded request take at least
+`latency_s + (request bytes + response bytes) / bandwidth` (the latency and the request bytes
+before forwarding, the response bytes before answering): a storage round trip at a chosen
+distance. Injected 503s are answered at once. Off (0) by default.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -102,6 +108,8 @@ class FaultProxy:
         self.precondition_failures = 0
         self.conditional_lock = threading.Lock()
         self._writes: list[ObjectWrite] = []
+        self._latency_s = 0.0
+        self._bandwidth: float | None = None  # bytes per second; None: unlimited
         self._server = _QuietServer((HOST, 0), _handler_for(self))
         self._thread: threading.Thread | None = None
 
@@ -128,6 +136,28 @@ class FaultProxy:
             self._thread.join(10)
             self._thread = None
         self._server.server_close()
+
+    # --- delay -------------------------------------------------------------------------------
+
+    def set_delay(self, latency_s: float = 0.0, bandwidth_bytes_per_s: float | None = None) -> None:
+        """Each forwarded request waits `latency_s` plus its bytes (both ways) / bandwidth."""
+        if latency_s < 0 or (bandwidth_bytes_per_s is not None and bandwidth_bytes_per_s <= 0):
+            raise ValueError("latency must be >= 0 and bandwidth > 0 (or None: unlimited)")
+        with self._lock:
+            self._latency_s = latency_s
+            self._bandwidth = bandwidth_bytes_per_s
+
+    def delay_for(self, nbytes: int, *, round_trip: bool = False) -> float:
+        """Seconds the proxy waits for `nbytes`, plus the latency when `round_trip`."""
+        with self._lock:
+            latency, bandwidth = self._latency_s, self._bandwidth
+        transfer = nbytes / bandwidth if bandwidth else 0.0
+        return transfer + (latency if round_trip else 0.0)
+
+    def _pause(self, nbytes: int, *, round_trip: bool = False) -> None:
+        seconds = self.delay_for(nbytes, round_trip=round_trip)
+        if seconds > 0:
+            time.sleep(seconds)
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -267,6 +297,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 payload = json.dumps(error).encode()
                 self._reply(503, [("Content-Type", "application/json")], payload)
                 return
+            proxy._pause(len(body), round_trip=True)  # set_delay: latency + request bytes
             condition = None
             if proxy.enforce_preconditions:
                 condition = _conditional_target(self.command, self.path, body)
@@ -317,6 +348,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 )
                 if write is not None:  # applied upstream: recorded before the client hears of it
                     proxy._record_write(write)
+                proxy._pause(len(payload))  # set_delay: response bytes
                 self._reply(response.status, response.getheaders(), payload)
             except OSError as exc:
                 message = json.dumps({"error": {"code": 502, "message": str(exc)}}).encode()
