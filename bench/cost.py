@@ -12,12 +12,18 @@ these Tier 1 figures are the long-standing list prices, also quoted by third-par
 Check the page before budgeting: prices, tiers and free allowances change. Free tier, network
 egress, Cloud Storage operations, Pub/Sub and Eventarc are left out (the same for both paths).
 
-Simplifications, stated so they can be argued with: billed time per image = the warm pipeline
-latency (decode -> infer -> encode) of the typical image at 1 thread (the configured tier has one
-vCPU); download/upload are left out (they add the same absolute time to both paths, so they shrink
-the ratio, not the difference). Cloud Run rounds billable instance time up to 100 ms; a busy
-instance's requests share that rounding, an isolated request does not, so a worst-case column
-bills each request alone, rounded up. A cold start is costed separately, per instance start.
+Two bases, both at the configured tier (`variables.tf`: function_memory, function_cpu):
+
+* I/O-inclusive (the headline): the instance's busy time per image from the throughput section
+  (bench/throughput.py: wall time with at least one request in flight / images, with the
+  download, the upload and every other storage call at an injected in-region latency), at each
+  concurrency. Request-based billing charges exactly that busy time, whatever the concurrency.
+* Compute only: the warm pipeline latency (decode -> infer -> encode) of the typical image at 1
+  thread, for our path and both TensorFlow engines; no storage I/O, which adds the same absolute
+  time to every path and so shrinks the ratio, not the difference. Cloud Run rounds billable
+  instance time up to 100 ms; a busy instance's requests share that rounding, an isolated
+  request does not, so a worst-case column bills each request alone, rounded up. A cold start is
+  costed separately, per instance start.
 """
 
 from __future__ import annotations
@@ -43,24 +49,30 @@ BILLING_GRANULARITY_S = 0.1  # "rounded up to the nearest 100 millisecond" (same
 HEADROOM = 1.25  # peak RSS x this must fit the memory limit
 DEFAULT_MEMORY_GIB = 1.0
 DEFAULT_VCPU = 1.0
+DEFAULT_CONCURRENCY = 1
 
 
 def configured_tier() -> dict[str, Any]:
-    """function_memory / function_cpu defaults from the root variables.tf."""
-    memory, cpu, source = DEFAULT_MEMORY_GIB, DEFAULT_VCPU, "built-in default"
+    """function_memory / function_cpu / function_concurrency defaults from the root
+    variables.tf."""
+    memory, cpu, concurrency = DEFAULT_MEMORY_GIB, DEFAULT_VCPU, DEFAULT_CONCURRENCY
+    source = "built-in default"
     path = REPO_ROOT / "variables.tf"
     try:
         text = path.read_text()
         mem = _default_of(text, "function_memory")
         vcpu = _default_of(text, "function_cpu")
+        requests = _default_of(text, "function_concurrency")
         if mem:
             memory = _gib(mem)
         if vcpu:
             cpu = float(vcpu)
-        source = "variables.tf (function_memory, function_cpu defaults)"
+        if requests:
+            concurrency = int(requests)
+        source = "variables.tf (function_memory, function_cpu, function_concurrency defaults)"
     except (OSError, ValueError):
         pass
-    return {"memory_gib": memory, "vcpu": cpu, "source": source}
+    return {"memory_gib": memory, "vcpu": cpu, "concurrency": concurrency, "source": source}
 
 
 def _default_of(text: str, variable: str) -> str | None:
@@ -85,6 +97,52 @@ def dollars_per_million(seconds: float, vcpu: float, memory_gib: float) -> float
         + seconds * memory_gib * PRICES["usd_per_gib_second"]
     )
     return per_image * 1e6 + PRICES["usd_per_million_requests"]
+
+
+def busy_time_cost(busy_seconds_per_image: float, tier: dict[str, Any]) -> dict[str, float]:
+    """Request-based billing of an instance busy `busy_seconds_per_image` per image."""
+    seconds = busy_seconds_per_image
+    return {
+        "cpu_seconds_per_image": round(seconds * tier["vcpu"], 4),
+        "gib_seconds_per_image": round(seconds * tier["memory_gib"], 4),
+        "usd_per_million_images": round(
+            dollars_per_million(seconds, tier["vcpu"], tier["memory_gib"]), 2
+        ),
+    }
+
+
+def add_throughput_cost(throughput: dict[str, Any], tier: dict[str, Any] | None = None) -> None:
+    """Adds `usd_per_million_images` (busy time at the configured tier) to each throughput row."""
+    tier = tier or configured_tier()
+    for row in throughput.get("rows", []):
+        row["usd_per_million_images"] = busy_time_cost(row["busy_seconds_per_image"], tier)[
+            "usd_per_million_images"
+        ]
+
+
+def io_inclusive(throughput: dict[str, Any], tier: dict[str, Any]) -> dict[str, Any]:
+    """The headline cost: each concurrency level's busy time per image at the configured tier."""
+    if throughput.get("status") != "measured" or not throughput.get("rows"):
+        return {"status": "not measured", "reason": throughput.get("reason", "no throughput rows")}
+    rows = [
+        {
+            "concurrency": r["concurrency"],
+            "busy_seconds_per_image": r["busy_seconds_per_image"],
+            **busy_time_cost(r["busy_seconds_per_image"], tier),
+        }
+        for r in throughput["rows"]
+    ]
+    configured = next((r for r in rows if r["concurrency"] == tier["concurrency"]), None)
+    return {
+        "status": "measured",
+        "engine": throughput.get("engine"),
+        "storage_latency_ms": throughput["storage_latency_ms"],
+        "configured_concurrency": tier["concurrency"],
+        "usd_per_million_images_at_configured": (
+            configured["usd_per_million_images"] if configured else None
+        ),
+        "rows": rows,
+    }
 
 
 def smallest_tier(peak_rss_mib: float) -> float:
@@ -149,8 +207,12 @@ def cost_model(results: dict[str, Any], *, variant: str) -> dict[str, Any]:
     return {
         "prices": PRICES,
         "tier": tier,
-        "image": typical,
-        "threads": 1,
         "headroom": HEADROOM,
-        "rows": rows,
+        "io_inclusive": io_inclusive(results.get("throughput") or {}, tier),
+        "compute_only": {
+            "basis": "compute only: warm decode -> infer -> encode, no storage I/O",
+            "image": typical,
+            "threads": 1,
+            "rows": rows,
+        },
     }

@@ -46,6 +46,7 @@ def render(results: dict[str, Any]) -> str:
     out.append(_footprint(results["footprint"]))
     out.append(_machine(results["machine_limit"]))
     out.append(_e2e(results["e2e"]))
+    out.append(_throughput(results.get("throughput") or {"reason": "not in this results file"}))
     out.append(_cost(results["cost"]))
     if "targets" in results:
         out.append(_targets(results["targets"]))
@@ -175,21 +176,34 @@ def _footprint(fp: dict[str, Any]) -> str:
 
 def _machine(machine: dict[str, Any]) -> str:
     sgemm = machine["sgemm"]
-    rows = [
-        [a["engine"], a["threads"], a["model_only_ms"], a["achieved_gflops"], a["percent_of_sgemm"]]
-        for a in machine["achieved"]
-    ]
+    int8 = machine.get("int8_limit") or {}
+    has_int8 = "1" in int8
+    rows = []
+    for a in machine["achieved"]:
+        row = [a["engine"], a["threads"], a["model_only_ms"], a["achieved_gflops"]]
+        row.append(a["percent_of_sgemm"])
+        if has_int8:
+            row.append(a.get("percent_of_int8_limit"))
+        rows.append(row)
     rows.sort(key=lambda r: (r[1], r[2]))
-    return (
+    headers = ["engine", "threads", "model-only ms", "achieved G ops/s", "% of sgemm (float line)"]
+    text = (
         f"\n## Machine limit: numpy sgemm {sgemm['1']['best_gflops']:.1f} GFLOP/s on 1 thread, "
         f"{sgemm['2']['best_gflops']:.1f} on 2 (best of {sgemm['1']['repeats']}; medians "
         f"{sgemm['1']['median_gflops']:.1f} / {sgemm['2']['median_gflops']:.1f}; "
-        f"n={sgemm['1']['size']}, float32)\n\n"
-        + _table(
-            ["engine", "threads", "model-only ms", "achieved GFLOP/s", "% of sgemm (same threads)"],
-            rows,
-        )
+        f"n={sgemm['1']['size']}, float32)"
     )
+    if has_int8:
+        headers.append("% of int8 limit")
+        one, two = int8["1"], int8.get("2", int8["1"])
+        text += (
+            f"; LiteRT int8 limit {one['best_gops']:.1f} G ops/s on 1 thread ({one['model']}), "
+            f"{two['best_gops']:.1f} on 2 ({two['model']}; medians {one['median_gops']:.1f} / "
+            f"{two['median_gops']:.1f})"
+        )
+    else:
+        text += f"; int8 limit not measured ({int8.get('reason', 'missing')})"
+    return text + "\n\n" + _table(headers, rows)
 
 
 def _e2e(e2e: dict[str, Any]) -> str:
@@ -211,8 +225,78 @@ def _e2e(e2e: dict[str, Any]) -> str:
     )
 
 
+def _throughput(tp: dict[str, Any]) -> str:
+    title = "\n## Throughput, I/O included: one instance pinned to one CPU"
+    if tp.get("status") != "measured":
+        return f"{title}\n\nnot measured ({tp.get('reason')})"
+    rows = [
+        [
+            r["concurrency"],
+            r["images_per_s"],
+            r["p50_ms"],
+            r["p95_ms"],
+            r["busy_seconds_per_image"],
+            r.get("usd_per_million_images"),
+            r["storage_requests_per_image"],
+            r["peak_rss_sum_mib"],
+            r["images"],
+        ]
+        for r in tp["rows"]
+    ]
+    return (
+        f"{title} ({tp['engine']}, {tp['image']}, NUM_THREADS {tp['num_threads']}; "
+        f"{tp['storage_latency_ms']:g} ms + bytes at {tp['storage_bandwidth_mb_s']:g} MB/s per "
+        f"storage request; {tp['pinning']})\n\n"
+        + _table(
+            [
+                "concurrency",
+                "images/s",
+                "p50 ms",
+                "p95 ms",
+                "busy s/image",
+                "$/M images",
+                "storage requests/image",
+                f"peak RSS MiB (after {tp['large_image']} x concurrency)",
+                "n",
+            ],
+            rows,
+        )
+        + f"\n\nStorage latency source: {tp['storage_source']}."
+    )
+
+
 def _cost(cost: dict[str, Any]) -> str:
     tier, prices = cost["tier"], cost["prices"]
+    head = (
+        f"\n## Cost at {tier['memory_gib']:g} GiB / {tier['vcpu']:g} vCPU ({tier['source']}); "
+        f"${prices['usd_per_vcpu_second']}/vCPU-s, ${prices['usd_per_gib_second']}/GiB-s, "
+        f"${prices['usd_per_million_requests']}/M requests ({prices['source']}, "
+        f"{prices['as_of']})"
+    )
+    io = cost.get("io_inclusive") or {}
+    if io.get("status") == "measured":
+        io_rows = [
+            [
+                r["concurrency"],
+                r["busy_seconds_per_image"],
+                r["cpu_seconds_per_image"],
+                r["gib_seconds_per_image"],
+                r["usd_per_million_images"],
+            ]
+            for r in io["rows"]
+        ]
+        io_text = (
+            f"\n\n### I/O-inclusive ({io['engine']}; billed = instance busy time per image, "
+            f"storage at {io['storage_latency_ms']:g} ms per request; configured concurrency "
+            f"{io['configured_concurrency']}: ${io['usd_per_million_images_at_configured']} per "
+            "million images)\n\n"
+            + _table(
+                ["concurrency", "busy s/image", "CPU-s/image", "GiB-s/image", "$/M images"], io_rows
+            )
+        )
+    else:
+        io_text = f"\n\n### I/O-inclusive\n\nnot measured ({io.get('reason')})"
+    compute = cost["compute_only"]
     rows = [
         [
             r["engine"],
@@ -226,13 +310,12 @@ def _cost(cost: dict[str, Any]) -> str:
             r["usd_per_million_images_at_smallest"],
             r["usd_per_million_cold_starts"],
         ]
-        for r in cost["rows"]
+        for r in compute["rows"]
     ]
     return (
-        f"\n## Cost at {tier['memory_gib']:g} GiB / {tier['vcpu']:g} vCPU ({tier['source']}); "
-        f"{cost['image']}, 1 thread; ${prices['usd_per_vcpu_second']}/vCPU-s, "
-        f"${prices['usd_per_gib_second']}/GiB-s, ${prices['usd_per_million_requests']}/M requests "
-        f"({prices['source']}, {prices['as_of']})\n\n"
+        head
+        + io_text
+        + f"\n\n### Compute only ({compute['basis']}; {compute['image']}, 1 thread)\n\n"
         + _table(
             [
                 "engine",

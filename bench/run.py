@@ -11,13 +11,23 @@ same run (ratios), because absolute times on a shared machine are noise. Section
               its peak RSS
 * footprint   installed size of functions/requirements.txt (the deploy lock) in a fresh virtualenv
               vs the same direct dependencies with tensorflow-cpu in place of ai-edge-litert
-* machine     single-thread sgemm GFLOP/s; the model's achieved GFLOP/s as a share of it
-* e2e         local stack (emulators + functions-framework): upload -> mask visible, p50/p95, and
-              sustained images/s
-* cost        CPU-seconds, GiB-seconds and $ per million images (Cloud Run request-based prices)
-* targets     the performance targets (issue 6), each with its measured value: met or not
+* machine     the float32 line (numpy sgemm GFLOP/s) and the int8 line (bench/int8_limit.py:
+              large int8 FC/conv models converted here, run by LiteRT), 1 and 2 threads; the
+              model's achieved ops/s as a share of each (int8 variant: of the int8 line)
+* e2e         local stack (emulators + functions-framework, Pub/Sub push): upload -> mask
+              visible, p50/p95, and a burst's images/s; no injected storage latency
+* throughput  I/O included (bench/throughput.py): one function instance pinned to one CPU,
+              every storage request delayed by an in-region Cloud Storage latency + bytes /
+              bandwidth (a parameter), exactly c requests in flight for c = 1, 2, 4, 8: images/s,
+              p50/p95, busy time and $ per million images, peak RSS
+* cost        $ per million images at the configured tier (Cloud Run request-based prices):
+              I/O-inclusive from the throughput section's busy time (the headline), and compute
+              only (the pipeline latency, for our path and both TensorFlow engines)
+* targets     the performance targets (issue 13; bench/targets.py), each with its measured value:
+              met or not. Three runs' spread: `python -m bench.spread a.json b.json c.json`
 
-    python -m bench [--quick] [--out bench/results.json]
+    python -m bench [--quick] [--out bench/results.json] [--skip footprint|e2e|throughput]
+                    [--storage-latency-ms 50] [--storage-bandwidth-mb-s 70]
 """
 
 from __future__ import annotations
@@ -38,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import cost, report, targets
+from bench import int8_limit as int8_limit_lib
+from bench import throughput as throughput_lib
 from bench import venvs as venvs_lib
 from bench.engines import TF_ENGINES, engine_names, is_tensorflow
 from bench.images import ensure_images
@@ -276,7 +288,11 @@ def measure_footprint(venvs: dict[str, venvs_lib.DeployVenv]) -> dict[str, Any]:
     return result
 
 
-def measure_machine(flops: int, model_only: list[dict[str, Any]], cfg) -> dict[str, Any]:
+def measure_machine(
+    flops: int, model_only: list[dict[str, Any]], cfg, limit_models: Path | None = None
+) -> dict[str, Any]:
+    """The machine's float32 line (numpy sgemm) and int8 line (bench/int8_limit.py through
+    LiteRT), each on 1 and 2 threads; every model-only row as a share of the line of its kind."""
     sgemm = {}
     for threads in THREAD_COUNTS:
         _log(f"machine: sgemm, {threads} thread(s)")
@@ -284,22 +300,58 @@ def measure_machine(flops: int, model_only: list[dict[str, Any]], cfg) -> dict[s
             ["sgemm", "--size", str(cfg.sgemm_size), "--repeats", str(cfg.sgemm_repeats)],
             child_env(threads),
         )
-    # The limit is what the machine can do: the best sgemm run (the median is also recorded).
+    int8: dict[str, Any] | None = None
+    if limit_models is not None:
+        runs = {}
+        for threads in THREAD_COUNTS:
+            _log(f"machine: int8 limit, {threads} thread(s)")
+            runs[str(threads)] = run_worker(
+                [
+                    "int8limit",
+                    "--models",
+                    str(limit_models),
+                    "--threads",
+                    str(threads),
+                    "--repeats",
+                    str(cfg.limit_repeats),
+                ],
+                child_env(threads),
+            )
+        int8 = int8_limit_lib.summarise(runs)
+    # The limit is what the machine can do: the best run (the median is also recorded).
     limit = sgemm["1"]["best_gflops"]
+    return {
+        "sgemm": sgemm,
+        "sgemm_1thread_gflops": limit,
+        "int8_limit": int8 or {"status": "not measured", "reason": "no int8 limit models"},
+        "achieved": achieved_rows(flops, model_only, sgemm, int8),
+    }
+
+
+def achieved_rows(
+    flops: int,
+    model_only: list[dict[str, Any]],
+    sgemm: dict[str, Any],
+    int8: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """Model-only GFLOP/s (2 x MACs / median latency) as a share of sgemm for every engine,
+    and of the int8 limit (same thread count) for the int8 variant."""
     achieved = []
     for row in model_only:
         gflops = flops / (row["median_ms"] / 1e3) / 1e9
         ref = sgemm[str(row["threads"])]["best_gflops"]
-        achieved.append(
-            {
-                "engine": row["engine"],
-                "threads": row["threads"],
-                "model_only_ms": row["median_ms"],
-                "achieved_gflops": round(gflops, 2),
-                "percent_of_sgemm": round(100 * gflops / ref, 1),
-            }
-        )
-    return {"sgemm": sgemm, "sgemm_1thread_gflops": limit, "achieved": achieved}
+        entry = {
+            "engine": row["engine"],
+            "threads": row["threads"],
+            "model_only_ms": row["median_ms"],
+            "achieved_gflops": round(gflops, 2),
+            "percent_of_sgemm": round(100 * gflops / ref, 1),
+        }
+        if int8 and row["engine"] == "litert:int8" and str(row["threads"]) in int8:
+            line = int8[str(row["threads"])]["best_gops"]
+            entry["percent_of_int8_limit"] = round(100 * gflops / line, 1)
+        achieved.append(entry)
+    return achieved
 
 
 def measure_e2e(models: Path, image: Path, cfg: argparse.Namespace) -> dict[str, Any]:
@@ -391,6 +443,26 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def measure_throughput(
+    models: Path, image: Path, large: Path, cfg: argparse.Namespace
+) -> dict[str, Any]:
+    """bench/throughput.py on the deployed variant: one instance pinned to one CPU, storage
+    latency injected, images/s, p50/p95 and busy time at each concurrency."""
+    configured = cost.configured_tier()["concurrency"]
+    levels = tuple(sorted({*throughput_lib.CONCURRENCY_LEVELS, configured}))
+    plan = throughput_lib.Plan(
+        levels=levels,
+        images_per_level=cfg.throughput_images,
+        latency_ms=cfg.storage_latency_ms,
+        bandwidth_mb_s=cfg.storage_bandwidth_mb_s,
+        num_threads=cfg.threads_deployed,
+        configured_concurrency=configured,
+    )
+    result = throughput_lib.measure(str(models / cfg.variant), image, large, plan)
+    result["engine"] = f"litert:{cfg.variant}"
+    return result
+
+
 # --- driver ----------------------------------------------------------------------------------
 
 
@@ -417,8 +489,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=("footprint", "e2e"),
+        choices=("footprint", "e2e", "throughput"),
         help="leave a section out (recorded as not measured)",
+    )
+    parser.add_argument(
+        "--storage-latency-ms",
+        type=float,
+        default=throughput_lib.STORAGE_LATENCY_MS,
+        help="throughput: latency injected per storage request (default: in-region Cloud "
+        "Storage, see bench/throughput.py)",
+    )
+    parser.add_argument(
+        "--storage-bandwidth-mb-s",
+        type=float,
+        default=throughput_lib.STORAGE_BANDWIDTH_MB_S,
+        help="throughput: storage bandwidth per request, MB/s",
     )
     cfg = parser.parse_args(argv)
     quick = cfg.quick
@@ -430,6 +515,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cfg.sgemm_repeats = 5 if quick else 15
     cfg.e2e_sequential = 3 if quick else 20
     cfg.e2e_burst = 4 if quick else 30
+    cfg.throughput_images = 16 if quick else 48  # timed requests per concurrency level
+    cfg.limit_repeats = 10 if quick else 30
     cfg.threads_deployed = 1  # the cost tier has 1 vCPU; see bench/cost.py
     if cfg.variant:
         cfg.variant_reason = "--variant"
@@ -456,6 +543,36 @@ def _models_in_child(cache_dir: Path) -> Path:
         text=True,
         check=True,
     )
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def _optional(
+    name: str, measure: Callable[[], dict[str, Any]], cfg: argparse.Namespace, timings: dict
+) -> dict[str, Any]:
+    """A section that may be skipped (--skip) or fail (recorded as not measured, with why)."""
+    if name in cfg.skip:
+        return {"status": "not measured", "reason": f"--skip {name}"}
+    try:
+        return _timed(name, measure, timings)
+    except Exception as exc:
+        _log(f"{name} failed: {exc}")
+        return {"status": "not measured", "reason": f"{name} failed: {exc}"[:500]}
+
+
+def _limit_models_in_child(cfg: argparse.Namespace) -> Path | None:
+    """bench/int8_limit.py's models (converted once by TensorFlow, in a child); None when the
+    conversion fails (the int8 limit is then recorded as not measured)."""
+    proc = subprocess.run(
+        [PY, "-m", "bench.int8_limit", str(cfg.cache_dir)],
+        cwd=REPO_ROOT,
+        env=child_env(os.cpu_count() or 1),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        _log(f"int8 limit models failed ({proc.returncode}); int8 limit not measured")
+        return None
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
@@ -498,17 +615,19 @@ def main(argv: list[str] | None = None) -> int:
         lambda: measure_cold_start(models, typical, large, cold_engines, cfg, venvs),
         timings,
     )
+    limit_models = _timed("int8_limit_models", lambda: _limit_models_in_child(cfg), timings)
     machine = _timed(
-        "machine", lambda: measure_machine(flops["flops"], latency["model_only"], cfg), timings
+        "machine",
+        lambda: measure_machine(flops["flops"], latency["model_only"], cfg, limit_models),
+        timings,
     )
-    if "e2e" in cfg.skip:
-        e2e = {"status": "not measured", "reason": "--skip e2e"}
-    else:
-        try:
-            e2e = _timed("e2e", lambda: measure_e2e(models, typical, cfg), timings)
-        except Exception as exc:  # the stack is optional: record why, keep the other figures
-            _log(f"e2e failed: {exc}")
-            e2e = {"status": "not measured", "reason": f"local stack failed: {exc}"[:500]}
+    # The local stack is optional: a failure is recorded with its reason, the other figures stay.
+    e2e = _optional("e2e", lambda: measure_e2e(models, typical, cfg), cfg, timings)
+    throughput = _optional(
+        "throughput", lambda: measure_throughput(models, typical, large, cfg), cfg, timings
+    )
+    if throughput.get("status") == "measured":
+        cost.add_throughput_cost(throughput)  # each row's $ per million at the configured tier
 
     results: dict[str, Any] = {
         "meta": {
@@ -530,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
                 "pipeline": cfg.repeats,
                 "model_only": cfg.model_repeats,
                 "cold_start": cfg.cold_repeats,
+                "throughput_per_level": cfg.throughput_images,
+                "int8_limit": cfg.limit_repeats,
             },
             "model_cache": str(models),
         },
@@ -539,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         "footprint": footprint,
         "machine_limit": machine,
         "e2e": e2e,
+        "throughput": throughput,
     }
     results["cost"] = cost.cost_model(results, variant=cfg.variant)
     results["targets"] = targets.evaluate(results, variant=cfg.variant)

@@ -5,6 +5,7 @@ and reads one JSON document from the last line of stdout.
     python -m bench.worker latency   --models DIR --threads N --engines E,E --images A,B ...
     python -m bench.worker coldstart --models DIR --threads N --engine E --image A
     python -m bench.worker sgemm     --size 1024 --repeats 15
+    python -m bench.worker int8limit --models DIR --threads N --repeats 30
 
 Only the standard library is imported at module level: a cold-start child's clock starts with the
 interpreter, and everything it imports after that is part of what is measured.
@@ -222,6 +223,45 @@ def sgemm(args: argparse.Namespace) -> dict:
     }
 
 
+def int8limit(args: argparse.Namespace) -> dict:
+    """int8 ops/s of each bench.int8_limit model on the function's interpreter class."""
+    import numpy as np
+    from segmentation.model import interpreter_class
+
+    index = json.loads((Path(args.models) / "limit.json").read_text())
+    factory = interpreter_class()
+    rng = np.random.default_rng(0)
+    models = []
+    for name, entry in index.items():
+        interpreter = factory(
+            model_path=str(Path(args.models) / entry["file"]), num_threads=args.threads
+        )
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        data = rng.integers(-128, 128, detail["shape"], dtype=np.int8)
+        interpreter.set_tensor(detail["index"], data)
+        for _ in range(3):
+            interpreter.invoke()
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            interpreter.invoke()
+            times.append(time.perf_counter() - t0)
+        ops = entry["ops_per_invoke"]
+        models.append(
+            {
+                "name": name,
+                "ops_per_invoke": ops,
+                "input_dtype": np.dtype(detail["dtype"]).name,
+                "best_ms": _ms(min(times)),
+                "median_ms": _ms(statistics.median(times)),
+                "best_gops": round(ops / min(times) / 1e9, 2),
+                "median_gops": round(ops / statistics.median(times) / 1e9, 2),
+            }
+        )
+    return {"threads": args.threads, "repeats": args.repeats, "models": models}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,8 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     gemm = sub.add_parser("sgemm")
     gemm.add_argument("--size", type=int, default=1024)
     gemm.add_argument("--repeats", type=int, default=15)
+    limit = sub.add_parser("int8limit")
+    limit.add_argument("--models", required=True)
+    limit.add_argument("--threads", type=int, required=True)
+    limit.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
-    handler = {"latency": latency, "coldstart": coldstart, "sgemm": sgemm}[args.command]
+    handler = {
+        "latency": latency,
+        "coldstart": coldstart,
+        "sgemm": sgemm,
+        "int8limit": int8limit,
+    }[args.command]
     _emit(handler(args))
     return 0
 
