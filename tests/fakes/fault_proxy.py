@@ -5,6 +5,8 @@ to one client (the function's STORAGE_EMULATOR_HOST), and switch a share of requ
         env["STORAGE_EMULATOR_HOST"] = proxy.url
         proxy.set_failure_rate(0.2)                         # 20% of requests answered 503
         ...
+        proxy.set_failure_rate(1.0, bucket="models")        # an outage of one bucket only
+        ...
         proxy.set_failure_rate(0.0)
 
 A failed request is answered by the proxy itself and never reaches the upstream, so a 503 means
@@ -60,6 +62,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 UPSTREAM_TIMEOUT_S = 60.0
+# The bucket a JSON API request is about (metadata, media download or upload path).
+BUCKET_PATH = re.compile(r"^(?:/download|/upload)?/storage/v1/b/(?P<bucket>[^/?]+)")
 OBJECT_PATH = re.compile(r"^(?:/upload)?/storage/v1/b/(?P<bucket>[^/]+)/o(?:/(?P<name>.+))?$")
 # Requests that create an object: uploads (simple, multipart, the last chunk of a resumable one),
 # copy, rewrite and compose. Their 2xx answer carries the new object's resource.
@@ -102,6 +106,9 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._failure_rate = 0.0
+        self._failing_bucket: str | None = None
+        self._failing_methods: frozenset[str] | None = None  # None: every method
+        self.failed_deletes = 0  # of `failed`, the DELETE requests answered 503
         self.forwarded = 0
         self.failed = 0
         self.enforce_preconditions = enforce_preconditions
@@ -171,11 +178,23 @@ class FaultProxy:
     def failure_rate(self) -> float:
         return self._failure_rate
 
-    def set_failure_rate(self, rate: float) -> None:
+    @property
+    def failing_bucket(self) -> str | None:
+        return self._failing_bucket
+
+    def set_failure_rate(
+        self, rate: float, *, bucket: str | None = None, methods: tuple[str, ...] | None = None
+    ) -> None:
+        """Answers `rate` of the requests 503; with `bucket`, only requests about that bucket
+        (its objects' metadata, downloads and uploads) can fail, with `methods` (e.g.
+        ("DELETE",): a client's clean-up) only requests of those HTTP methods; the rest are
+        forwarded."""
         if not 0.0 <= rate <= 1.0:
             raise ValueError("failure rate must be within 0..1")
         with self._lock:
             self._failure_rate = rate
+            self._failing_bucket = bucket
+            self._failing_methods = frozenset(m.upper() for m in methods) if methods else None
 
     # --- observation ---------------------------------------------------------------------------
 
@@ -192,14 +211,25 @@ class FaultProxy:
         with self._lock:
             self._writes.append(write)
 
-    def _should_fail(self) -> bool:
+    def _should_fail(self, target: str = "", method: str = "GET") -> bool:
         with self._lock:
-            fail = self._failure_rate > 0 and self._random.random() < self._failure_rate
+            fail = (
+                self._failure_rate > 0
+                and (self._failing_bucket is None or _bucket_of(target) == self._failing_bucket)
+                and (self._failing_methods is None or method in self._failing_methods)
+                and self._random.random() < self._failure_rate
+            )
             if fail:
                 self.failed += 1
+                self.failed_deletes += method == "DELETE"
             else:
                 self.forwarded += 1
             return fail
+
+
+def _bucket_of(target: str) -> str | None:
+    match = BUCKET_PATH.match(urlsplit(target).path)
+    return unquote(match["bucket"]) if match else None
 
 
 def _conditional_target(method: str, target: str, body: bytes) -> tuple[str, str, int] | None:
@@ -292,7 +322,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _handle(self) -> None:
             body = self._read_body()
-            if proxy._should_fail():
+            if proxy._should_fail(self.path, self.command):
                 error = {"error": {"code": 503, "message": "injected by fault proxy"}}
                 payload = json.dumps(error).encode()
                 self._reply(503, [("Content-Type", "application/json")], payload)

@@ -90,6 +90,52 @@ def test_rejects_bad_arguments() -> None:
         proxy.stop()
 
 
+def test_an_outage_of_one_bucket_fails_only_its_requests(gcs: ManagedProcess) -> None:
+    direct = _client(gcs.url)
+    direct.create_bucket("proxy-down")
+    direct.create_bucket("proxy-up")
+    direct.bucket("proxy-down").blob("a b/m.bin").upload_from_string(b"down")
+    with FaultProxy(gcs.url) as proxy:
+        via_proxy = _client(proxy.url)
+        proxy.set_failure_rate(1.0, bucket="proxy-down")
+        assert proxy.failing_bucket == "proxy-down"
+        down = via_proxy.bucket("proxy-down")
+        for call in (
+            lambda: down.get_blob("a b/m.bin", retry=None),  # metadata
+            lambda: down.blob("a b/m.bin").download_as_bytes(retry=None),  # media download
+            lambda: down.blob("new").upload_from_string(b"x", retry=None),  # upload
+        ):
+            with pytest.raises(api_exceptions.ServiceUnavailable):
+                call()
+        up = via_proxy.bucket("proxy-up")
+        up.blob("m.bin").upload_from_string(b"up", retry=None)
+        assert up.blob("m.bin").download_as_bytes(retry=None) == b"up"
+        assert proxy.failed >= 3 and proxy.forwarded >= 2  # (the library may add lookups)
+
+        proxy.set_failure_rate(0.0)  # the outage ends
+        assert proxy.failing_bucket is None
+        assert down.blob("a b/m.bin").download_as_bytes(retry=None) == b"down"
+
+
+def test_a_method_filter_fails_only_those_requests(gcs: ManagedProcess) -> None:
+    direct = _client(gcs.url)
+    direct.create_bucket("proxy-deletes")
+    bucket = direct.bucket("proxy-deletes")
+    for name in ("a", "b"):
+        bucket.blob(name).upload_from_string(b"x")
+    with FaultProxy(gcs.url) as proxy:
+        via_proxy = _client(proxy.url).bucket("proxy-deletes")
+        proxy.set_failure_rate(1.0, methods=("delete",))
+        assert via_proxy.blob("a").download_as_bytes(retry=None) == b"x"  # reads pass
+        via_proxy.blob("c").upload_from_string(b"y", retry=None)  # writes pass
+        with pytest.raises(api_exceptions.ServiceUnavailable):
+            via_proxy.blob("a").delete(retry=None)
+        assert proxy.failed == proxy.failed_deletes == 1
+        proxy.set_failure_rate(0.0)
+        via_proxy.blob("a").delete(retry=None)
+        assert bucket.get_blob("a") is None and bucket.get_blob("b") is not None
+
+
 def test_answers_502_when_the_upstream_is_down() -> None:
     with FaultProxy("http://127.0.0.1:1") as proxy:
         storage = _client(proxy.url)
