@@ -3,8 +3,9 @@
 * `PermanentError`: retrying cannot help. The message is acked. `InputError` subclasses (the
   uploaded object is not a usable image) also get an error record under `errors/` in the output
   bucket; the others (a malformed message, an event from the output bucket) are only logged.
-* `TransientError`: storage 429/5xx, timeouts, lost precondition races. Re-raised so Pub/Sub
-  redelivers with backoff and dead-letters after the configured attempts.
+* `TransientError`: storage 429/5xx, timeouts, lost precondition races, a request out of time
+  (`RequestDeadlineError`). Re-raised so Pub/Sub redelivers with backoff and dead-letters after
+  the configured attempts.
 * `ConfigurationError`: bad settings or a model that fails its checks. Re-raised as well: nothing
   is wrong with the message, so it goes to the dead-letter topic for replay once the deployment is
   fixed instead of being dropped.
@@ -112,6 +113,13 @@ class WriteConflictError(TransientError):
     """Lost the generation-precondition race repeatedly while writing an output object."""
 
     reason = "write_conflict"
+
+
+class RequestDeadlineError(TransientError):
+    """A storage call was not started: the request's deadline (REQUEST_TIMEOUT_SECONDS less a
+    margin, segmentation/deadline.py) has passed, and the ack deadline is near."""
+
+    reason = "request_deadline"
 
 
 # --- configuration ---------------------------------------------------------------------------

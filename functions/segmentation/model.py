@@ -15,7 +15,11 @@ Serving (`serving_models`, what main.py builds): the stable track is MODEL_URI; 
 `latest`, a warm instance re-reads latest.json at most once per MODEL_REFRESH_SECONDS, in the
 background of the request that finds it due, and swaps a changed version in atomically (a request
 keeps the model it started with; each thread builds its own interpreter of the new one). A failed
-refresh logs a warning and keeps serving the loaded model. The optional canary track is
+refresh logs a warning and keeps serving the loaded model. Every load and refresh reads Cloud
+Storage within the deadline of the request that asked for it (`get(deadline=...)`,
+segmentation/deadline.py): an unavailable model bucket makes that request fail transiently
+(`StorageUnavailableError`, `RequestDeadlineError`: redelivered), never a `ModelError`, which
+only a model that is missing or fails its checks raises. The optional canary track is
 `<family>/<CANARY_MODEL_VERSION>`, beside `latest`, for CANARY_PERCENT of uploads chosen by a
 stable hash of bucket, name and generation (`routing_point`), so redeliveries stay on one model.
 """
@@ -48,7 +52,13 @@ from segmentation.contract import (
     ContractError,
     parse_latest_pointer,
 )
-from segmentation.errors import ModelError, ModelIntegrityError, ObjectNotFoundError
+from segmentation.deadline import Deadline, bound
+from segmentation.errors import (
+    ModelError,
+    ModelIntegrityError,
+    ObjectNotFoundError,
+    RequestDeadlineError,
+)
 from segmentation.manifest import Manifest, check_tensor_contract, parse_manifest
 from segmentation.results import QualitySignals, Timings, Track
 
@@ -490,48 +500,69 @@ class StableModel:
     def loaded(self) -> bool:
         return self._current is not None
 
-    def get(self) -> SegmentationModel:
+    def get(self, deadline: Deadline | None = None) -> SegmentationModel:
+        """The loaded model, loading it first if need be: its storage reads, and a refresh this
+        call starts, end by `deadline` (the request's; None: the store's own limits). Waiting for
+        another request's load also ends there (`RequestDeadlineError`)."""
         current = self._current
         if current is None:
-            with self._load_lock:
-                if self._current is None:
-                    self._current = self._open(
-                        *resolve_model_dir(self.model_uri, store=self._store)
-                    )
-                    self._next_check = self._clock() + self._refresh_seconds
-                current = self._current
+            self._load(deadline)
+            current = self._current
+            assert current is not None
             return current.model
         if self.follows_latest and self._clock() >= self._next_check:
-            self._schedule_refresh()
+            self._schedule_refresh(deadline)
         current = self._current
         assert current is not None
         return current.model
 
-    def _schedule_refresh(self) -> None:
+    def _load(self, deadline: Deadline | None) -> None:
+        wait = -1.0 if deadline is None else deadline.remaining()
+        if not self._load_lock.acquire(timeout=wait):
+            raise RequestDeadlineError(
+                f"load {self.model_uri}: the request deadline passed while another request "
+                "was loading the model"
+            )
+        try:
+            if self._current is None:
+                store = self._bounded_store(deadline)
+                self._current = self._open(
+                    *resolve_model_dir(self.model_uri, store=store), store=store
+                )
+                self._next_check = self._clock() + self._refresh_seconds
+        finally:
+            self._load_lock.release()
+
+    def _bounded_store(self, deadline: Deadline | None) -> ObjectStore | None:
+        return None if self._store is None else bound(self._store, deadline)
+
+    def _schedule_refresh(self, deadline: Deadline | None = None) -> None:
         if not self._refreshing.acquire(blocking=False):
             return  # a refresh is running: serve what is loaded
         self._next_check = self._clock() + self._refresh_seconds
         try:
-            self._background(self._refresh_then_release)
+            self._background(lambda: self._refresh_then_release(deadline))
         except Exception as exc:  # e.g. no thread could be started: try again next interval
             self._refreshing.release()
             self._warn("model_refresh_failed", exc)
 
-    def _refresh_then_release(self) -> None:
+    def _refresh_then_release(self, deadline: Deadline | None = None) -> None:
         try:
-            self.refresh()
+            self.refresh(deadline)
         finally:
             self._refreshing.release()
 
-    def refresh(self) -> bool:
-        """Re-resolves `latest` now; True when another version was swapped in. Never raises: a
+    def refresh(self, deadline: Deadline | None = None) -> bool:
+        """Re-resolves `latest` now (its reads ending by `deadline`, the deadline of the request
+        that found the refresh due); True when another version was swapped in. Never raises: a
         failure is logged as a warning and the loaded model stays."""
         current = self._current
+        store = self._bounded_store(deadline)
         try:
-            source = resolve_model_dir(self.model_uri, store=self._store)
+            source = resolve_model_dir(self.model_uri, store=store)
             if current is not None and source == current.source:
                 return False
-            fresh = self._open(*source)
+            fresh = self._open(*source, store=store)
         except Exception as exc:
             self._warn("model_refresh_failed", exc)
             return False
@@ -547,8 +578,10 @@ class StableModel:
         )
         return True
 
-    def _open(self, directory: str, pinned_sha: str | None) -> _Loaded:
-        files = fetch_model_dir(directory, pinned_sha, store=self._store, cache_dir=self._cache_dir)
+    def _open(
+        self, directory: str, pinned_sha: str | None, *, store: ObjectStore | None
+    ) -> _Loaded:
+        files = fetch_model_dir(directory, pinned_sha, store=store, cache_dir=self._cache_dir)
         model = SegmentationModel(files.model_path, files.manifest, num_threads=self._num_threads)
         return _Loaded(model, (directory, pinned_sha))
 
@@ -592,21 +625,24 @@ class CanaryModel:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def get(self) -> SegmentationModel | None:
+    def get(self, deadline: Deadline | None = None) -> SegmentationModel | None:
+        """The canary, loading it first (its reads ending by `deadline`) unless a failed load
+        is waiting out `retry_seconds`; None: serve the upload with the stable model."""
         model = self._model
         if model is not None or self._waiting():
             return model
         with self._lock:
             if self._model is None and not self._waiting():
-                self._model = self._load()
+                self._model = self._load(deadline)
             return self._model
 
     def _waiting(self) -> bool:
         return self._retry_at is not None and self._clock() < self._retry_at
 
-    def _load(self) -> SegmentationModel | None:
+    def _load(self, deadline: Deadline | None = None) -> SegmentationModel | None:
+        store = None if self._store is None else bound(self._store, deadline)
         try:
-            files = fetch_model_dir(self.uri, None, store=self._store, cache_dir=self._cache_dir)
+            files = fetch_model_dir(self.uri, None, store=store, cache_dir=self._cache_dir)
             if files.manifest.version != self.version:
                 raise ModelIntegrityError(
                     f"{self.uri}/{MANIFEST_FILE} names version {files.manifest.version}"
@@ -649,15 +685,22 @@ class ServingModels:
     def loaded(self) -> bool:
         return self.stable.loaded
 
-    def get(self) -> SegmentationModel:
-        return self.stable.get()
+    def get(self, deadline: Deadline | None = None) -> SegmentationModel:
+        return self.stable.get(deadline)
 
     def select(
-        self, bucket: str, name: str, generation: int, *, timings: Timings | None = None
+        self,
+        bucket: str,
+        name: str,
+        generation: int,
+        *,
+        timings: Timings | None = None,
+        deadline: Deadline | None = None,
     ) -> Selection:
-        """The model for one upload; model loads are timed as `model_load` in `timings`."""
+        """The model for one upload; model loads are timed as `model_load` in `timings`, and
+        their storage reads end by `deadline` (the request's)."""
         with _measure(timings, not self.stable.loaded):
-            stable = self.stable.get()
+            stable = self.stable.get(deadline)
         canary = self.canary
         if (
             canary is None
@@ -666,7 +709,7 @@ class ServingModels:
         ):
             return Selection(stable, Track.STABLE)
         with _measure(timings, not canary.loaded):
-            model = canary.get()
+            model = canary.get(deadline)
         if model is None:
             return Selection(stable, Track.STABLE)
         return Selection(model, Track.CANARY)

@@ -5,7 +5,11 @@
 model per upload with `select`) and the settings, and returns a `Result`. The mask's metadata and
 the summary line name the version and track of the model that made it.
 `handle_cloud_event` wraps it for the entry point: parse, process, log exactly one structured
-summary line, and decide ack (return) versus redelivery (raise).
+summary line, and decide ack (return) versus redelivery (raise). It also starts the request's
+`Deadline` (REQUEST_TIMEOUT_SECONDS less a margin, segmentation/deadline.py): `process_event`
+binds the store to it (`deadline.bound`) and hands it to the model's `select`, so every storage
+call of the request, model loading included, ends by it or is not started
+(`RequestDeadlineError`, transient: redelivered).
 
 Generation rules, per input object, over its two possible outputs (`masks/...png` and
 `errors/...json`, both carrying `source-bucket`, `source-name` and `source-generation` metadata):
@@ -32,11 +36,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from segmentation import imaging, logs, storage
+from segmentation.deadline import Deadline, bound
 from segmentation.errors import (
     ConfigurationError,
     InputError,
@@ -91,6 +97,7 @@ class _Job:
     settings: Settings
     timings: Timings
     outputs: _Outputs
+    deadline: Deadline | None = None
 
 
 # --- core ------------------------------------------------------------------------------------
@@ -103,18 +110,21 @@ def process_event(
     model: ModelSource,
     settings: Settings,
     timings: Timings | None = None,
+    deadline: Deadline | None = None,
 ) -> Result:
-    """Processes one parsed notification; raises only for non-input failures."""
+    """Processes one parsed notification; raises only for non-input failures. With a
+    `deadline`, every storage call (the model's loading included) ends by it."""
     obj = event.object
     skipped = _skipped(event, settings)
     if skipped is not None or obj is None:
         return skipped or Result(Outcome.IGNORED, "no object")
     timings = timings if timings is not None else Timings()
+    store = bound(store, deadline)
     if event.is_deletion:
         return _remove_outputs(event, obj, store, settings.output_bucket, timings)
     with timings.measure("check"):
         outputs = _locate(store, settings.output_bucket, obj, log_conflicts=True)
-    job = _Job(event, obj, store, settings, timings, outputs)
+    job = _Job(event, obj, store, settings, timings, outputs, deadline)
     settled = _settled(obj, outputs.mask.existing, outputs.error.existing)
     if settled is not None:
         if settled.outcome is Outcome.DUPLICATE:
@@ -341,7 +351,7 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
             )
     except ObjectNotFoundError:
         return Result(Outcome.OBJECT_GONE, f"{obj.uri}#{obj.generation} is gone (deleted/replaced)")
-    model, track = _select_model(model_source, obj, timings)
+    model, track = _select_model(model_source, obj, timings, job.deadline)
     with timings.measure("decode"):
         decoded = imaging.decode_image(
             data, max_pixels=settings.max_image_pixels, size=model.input_size
@@ -378,14 +388,15 @@ def _segment(job: _Job, model_source: ModelSource, *, existing_mask: ObjectInfo 
 
 
 def _select_model(
-    source: ModelSource, obj: StorageObject, timings: Timings
+    source: ModelSource, obj: StorageObject, timings: Timings, deadline: Deadline | None
 ) -> tuple[SegmentationModel, Track]:
     """The model (and its track) for this upload: one choice, used for the whole upload, so the
-    mask is named after the model that made it even if a refresh swaps models meanwhile."""
+    mask is named after the model that made it even if a refresh swaps models meanwhile. A
+    `ServingModels` loads within `deadline`; a plain model source loads as it was built to."""
     select = getattr(source, "select", None)
     if select is None:
         return _get_model(source, timings), Track.STABLE
-    selection = select(obj.bucket, obj.name, obj.generation, timings=timings)
+    selection = select(obj.bucket, obj.name, obj.generation, timings=timings, deadline=deadline)
     return selection.model, selection.track
 
 
@@ -480,19 +491,33 @@ def _publish(
 
 
 def handle_cloud_event(
-    cloud_event: Any, *, store: ObjectStore, model: ModelSource, settings: Settings
+    cloud_event: Any,
+    *,
+    store: ObjectStore,
+    model: ModelSource,
+    settings: Settings,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Result:
     """Parses and processes one CloudEvent and logs its summary line.
 
     Returns (ack) for successes, ignored events and permanent errors; raises (redelivery) for
-    transient, configuration and unexpected errors.
+    transient, configuration and unexpected errors. Storage calls end by the request's deadline,
+    `settings.request_timeout_seconds` less a margin from now on `clock`.
     """
     start = time.perf_counter()
+    deadline = Deadline.for_request(settings.request_timeout_seconds, clock=clock)
     timings = Timings()
     event: UploadEvent | None = None
     try:
         event = parse_cloud_event(cloud_event)
-        result = process_event(event, store=store, model=model, settings=settings, timings=timings)
+        result = process_event(
+            event,
+            store=store,
+            model=model,
+            settings=settings,
+            timings=timings,
+            deadline=deadline,
+        )
     except PermanentError as exc:
         outcome = Outcome.REJECTED
         if isinstance(exc, MalformedEventError):

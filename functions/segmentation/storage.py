@@ -21,7 +21,13 @@ from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.cloud import storage as gcs
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+from google.cloud.storage.retry import (
+    DEFAULT_RETRY,
+    ConditionalRetryPolicy,
+    is_generation_specified,
+)
 
+from segmentation.deadline import Deadline
 from segmentation.errors import (
     EmptyObjectError,
     ImageTooLargeError,
@@ -66,7 +72,11 @@ META_LOW_CONFIDENCE_FRACTION = "quality-low-confidence-fraction"
 META_CLASS_FRACTION_PREFIX = "quality-fraction-"  # quality-fraction-pet, -background, -border
 
 WRITE_ATTEMPTS = 3
+# The HTTP timeout of one attempt (connecting, and each wait for bytes), and how long the library
+# keeps retrying one call (its own default, 120 s); a call bound to a request deadline gets less
+# of both when less time is left (`call_budget`).
 REQUEST_TIMEOUT_S = 60.0
+RETRY_TIMEOUT_S: float = DEFAULT_RETRY.timeout or 120.0
 
 
 @dataclass(frozen=True)
@@ -375,9 +385,30 @@ def mapped_errors(what: str) -> Iterator[None]:
         raise StorageUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+def call_budget(
+    remaining: float,
+    *,
+    attempt_timeout: float = REQUEST_TIMEOUT_S,
+    retry_timeout: float = RETRY_TIMEOUT_S,
+) -> tuple[float, float]:
+    """(HTTP timeout of each attempt, retry timeout) of one call with `remaining` seconds left.
+
+    Each is at most its default, and together they are at most `remaining`: the library starts
+    no attempt after the retry timeout (google.api_core.retry: it gives up when the next backoff
+    would end past it), and the last attempt waits at most the attempt timeout. Half of what is
+    left goes to each when that is less than the defaults."""
+    attempt = min(attempt_timeout, remaining / 2)
+    return attempt, min(retry_timeout, remaining - attempt)
+
+
 class GcsObjectStore:
     """`ObjectStore` over google-cloud-storage. The client is created on first use, so importing
-    and constructing this costs nothing (and needs no credentials) until a request is made."""
+    and constructing this costs nothing (and needs no credentials) until a request is made.
+
+    Without a deadline every call has the library's default retry (120 s) and `timeout` per
+    attempt. `within(deadline)` is a view (same client) whose calls end by the deadline: each
+    gets `retry=DEFAULT_RETRY.with_timeout(...)` and an HTTP timeout from `call_budget`, and a
+    call is not started at all once the deadline has passed (`RequestDeadlineError`)."""
 
     def __init__(
         self,
@@ -385,10 +416,12 @@ class GcsObjectStore:
         *,
         client_factory: Callable[[], Any] | None = None,
         timeout: float = REQUEST_TIMEOUT_S,
+        deadline: Deadline | None = None,
     ) -> None:
         self._client = client
         self._client_factory = client_factory or _default_client
         self._timeout = timeout
+        self.deadline = deadline
 
     @property
     def client(self) -> Any:
@@ -396,26 +429,48 @@ class GcsObjectStore:
             self._client = self._client_factory()
         return self._client
 
+    def within(self, deadline: Deadline) -> GcsObjectStore:
+        """This store (its client, created once, shared) with every call bounded by `deadline`."""
+        return GcsObjectStore(
+            client_factory=lambda: self.client, timeout=self._timeout, deadline=deadline
+        )
+
+    def _limits(self, what: str, *, conditional: bool = False) -> dict[str, Any]:
+        """The `timeout` (and, under a deadline, `retry`) arguments of one library call; raises
+        `RequestDeadlineError` when the deadline has passed. A `conditional` call (an upload)
+        keeps the library's rule of retrying only when a generation precondition is given."""
+        if self.deadline is None:
+            return {"timeout": self._timeout}
+        attempt, retry_timeout = call_budget(
+            self.deadline.check(what), attempt_timeout=self._timeout
+        )
+        retry: Any = DEFAULT_RETRY.with_timeout(retry_timeout)
+        if conditional:
+            retry = ConditionalRetryPolicy(retry, is_generation_specified, ["query_params"])
+        return {"timeout": attempt, "retry": retry}
+
     def stat(self, bucket: str, name: str, *, generation: int | None = None) -> ObjectInfo | None:
-        with mapped_errors(f"stat gs://{bucket}/{name}"):
-            blob = self.client.bucket(bucket).get_blob(
-                name, generation=generation, timeout=self._timeout
-            )
+        what = f"stat gs://{bucket}/{name}"
+        limits = self._limits(what)
+        with mapped_errors(what):
+            blob = self.client.bucket(bucket).get_blob(name, generation=generation, **limits)
         return None if blob is None else object_info(blob)
 
     def read(
         self, bucket: str, name: str, *, generation: int | None = None, limit: int | None = None
     ) -> bytes:
-        with mapped_errors(f"read gs://{bucket}/{name}"):
+        what = f"read gs://{bucket}/{name}"
+        limits = self._limits(what)
+        with mapped_errors(what):
             blob = self.client.bucket(bucket).blob(name, generation=generation)
             if limit is None:
-                return blob.download_as_bytes(timeout=self._timeout)
+                return blob.download_as_bytes(**limits)
             # Streamed into a buffer that stops the transfer once `limit` bytes are in: the
             # object's size metadata is never trusted. No Range header, so that the library
             # still verifies the checksum of every object read whole (it skips partial answers).
             buffer = LimitedBuffer(limit)
             with contextlib.suppress(ReadLimitError):
-                blob.download_to_file(buffer, timeout=self._timeout)
+                blob.download_to_file(buffer, **limits)
             return buffer.getvalue()
 
     def write(
@@ -428,7 +483,9 @@ class GcsObjectStore:
         metadata: Mapping[str, str],
         if_generation_match: int,
     ) -> ObjectInfo:
-        with mapped_errors(f"write gs://{bucket}/{name}"):
+        what = f"write gs://{bucket}/{name}"
+        limits = self._limits(what, conditional=True)
+        with mapped_errors(what):
             blob = self.client.bucket(bucket).blob(name)
             blob.metadata = dict(metadata)
             # A precondition makes the upload idempotent, so the library retries it on 429/5xx.
@@ -436,14 +493,16 @@ class GcsObjectStore:
                 data,
                 content_type=content_type,
                 if_generation_match=if_generation_match,
-                timeout=self._timeout,
+                **limits,
             )
         return object_info(blob)
 
     def delete(self, bucket: str, name: str, *, if_generation_match: int) -> None:
-        with mapped_errors(f"delete gs://{bucket}/{name}"):
+        what = f"delete gs://{bucket}/{name}"
+        limits = self._limits(what)
+        with mapped_errors(what):
             self.client.bucket(bucket).blob(name).delete(
-                if_generation_match=if_generation_match, timeout=self._timeout
+                if_generation_match=if_generation_match, **limits
             )
 
 
