@@ -225,6 +225,8 @@ class LocalStack:
             "STORAGE_EMULATOR_HOST": self.gcs.url,
             "GOOGLE_CLOUD_PROJECT": self.names.project,
             "LOG_LEVEL": "INFO",
+            # As Terraform sets it: the push subscription's ack deadline bounds every retry.
+            "REQUEST_TIMEOUT_SECONDS": str(self.options.policy.ack_deadline_s),
             **self.options.function_env,
             **self._function_env_overrides,
         }

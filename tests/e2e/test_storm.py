@@ -1,10 +1,15 @@
 """The storm (issue 5): hundreds of uploads in bursts through the real local stack, with hostile
 input, duplicate and stale notifications, re-uploads in flight, a window of storage 503s and the
-function killed and restarted mid-run.
+function killed and restarted mid-run; and (issue 12) uploads crafted so that their output names
+would collide with another upload's, uploads deleted or overwritten while in flight (with the
+OBJECT_DELETE / OBJECT_ARCHIVE notifications GCS sends), a window where the function's deletes
+fail (its clean-up of outputs), and an outage of the model bucket while a new instance starts.
 
 The promise checked: every upload ends with exactly one current output for its latest generation
 (a mask, or an error record saying why), or a dead-lettered message an operator can replay;
-nothing is lost and nothing is written twice.
+nothing is lost and nothing is written twice; no upload damages another's output
+(`foreign_damage`), and nothing stale stays behind (`stale`: an output of a deleted upload, of an
+older generation, or of the other kind than the latest generation's).
 
 Writes are counted at the storage layer: the function reaches the GCS emulator only through the
 fault proxy, which records every object write the emulator accepted (with the output's metadata,
@@ -28,11 +33,13 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from segmentation import storage as names
 
 from model_build.synthetic import synthetic_example
 from segment import clients, function_logs, notifier, resources
-from segment.stack import LocalStack, StackOptions
+from segment.stack import LocalStack, StackNames, StackOptions
 from tests.fakes.fault_proxy import FaultProxy, ObjectWrite
+from tests.fakes.registry import publish_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -43,6 +50,14 @@ CORRUPT_SHARE = 0.10
 DUPLICATE_SHARE = 0.05
 REUPLOAD_SHARE = 0.05
 DELETED = 4
+GONE_IN_FLIGHT = 8  # uploaded, notified, then deleted (OBJECT_DELETE) while in flight
+FLIPPED = 8  # a bad upload replaced by a good one in flight: the error record must go
+COLLIDING = 2  # pairs per kind: long names and dot segments, each with a crafted partner
+CLEANUP_FAULT_RATE = 0.5  # share of the function's deletes answered 503 in that window
+CLEANUP_WINDOW_S = 30.0  # at most, after the last delete/flip, for their clean-up to run
+SETTLE_TIMEOUT_S = 10.0
+OUTAGE_UPLOADS = 16
+MODEL_OUTAGE_S = 6.0  # shorter than the retry budget: 5 deliveries, backoff 1-8 s, ~15 s
 FAULT_RATE = 0.25  # share of the function's storage requests answered 503 in the window
 FAULT_WINDOW_S = 4.0
 DRAIN_TIMEOUT_S = 75.0
@@ -58,11 +73,12 @@ REFUSED = {"tif": "TIFF", "bmp": "BMP"}
 @dataclass
 class Upload:
     name: str
-    kind: str  # good | bad | deleted
+    kind: str  # good | bad | deleted (before or while in flight)
     generations: list[int] = field(default_factory=list)
     size: tuple[int, int] | None = None  # (width, height) of the latest good image
     duplicate: bool = False
     reupload: bool = False
+    in_flight: bool = False  # deleted after its notification was sent
 
     @property
     def latest(self) -> int:
@@ -108,9 +124,32 @@ WriteKey = tuple[str, str, str]  # (output object name, source name, source gene
 
 
 def output_name(upload: Upload) -> str:
+    """The output the function writes for the upload's kind (the plain or the fallback name)."""
     if upload.kind == "good":
-        return f"masks/{upload.name}.png"
-    return f"errors/{upload.name}.json"
+        return names.mask_name(upload.name)
+    return names.error_name(upload.name)
+
+
+def own_names(source_name: str) -> set[str]:
+    """Every name an output of this source may take (plain/fallback, or its conflict name)."""
+    return {
+        names.mask_name(source_name),
+        names.error_name(source_name),
+        names.mask_conflict_name(source_name),
+        names.error_conflict_name(source_name),
+    }
+
+
+def crafted_pair(index: int, kind: str) -> tuple[str, str]:
+    """(victim, attacker): the victim's output takes the fallback form, and the attacker is
+    named so that its plain output name would be exactly that fallback name."""
+    if kind == "long":
+        victim = f"storm/victim-{index:02d}-" + "v" * 1000 + ".png"  # plain mask name > 1024 B
+    else:
+        victim = f"storm/./victim-{index:02d}.png"  # a "." segment
+    fallback = names.mask_name(victim)
+    assert names.FALLBACK_TAIL.search(fallback.removesuffix(names.MASK_SUFFIX)), fallback
+    return victim, fallback.removeprefix(names.MASK_PREFIX).removesuffix(names.MASK_SUFFIX)
 
 
 def write_key(write: ObjectWrite) -> WriteKey:
@@ -156,13 +195,109 @@ class Storm:
         ):  # new content while the first is in flight
             time.sleep(rng.uniform(0.0, 0.3))
             data, _, content_type = good_image(index + 100_000)
+            old = blob
             blob = self.put(upload.name, data, content_type)
             upload.generations.append(int(blob.generation))
             upload.size = image_size(data)
             upload.reupload = True
             self.notify(blob)
+            self.archive(old, overwritten_by=int(blob.generation))
         elif roll < REUPLOAD_SHARE + DUPLICATE_SHARE:  # the same notification delivered twice
             upload.duplicate = True
+            self.notify(blob)
+
+    def gone_in_flight(self, index: int) -> None:
+        """Uploaded and notified, then deleted (and that notified) while it is processed."""
+        rng = random.Random(SEED * 2000 + index)
+        data, _, content_type = good_image(index + 200_000)
+        name = f"storm/gone-in-flight-{index:04d}.png"
+        blob = self.put(name, data, content_type)
+        self.uploads[name] = Upload(name, "deleted", [int(blob.generation)], in_flight=True)
+        self.notify(blob)
+        self.settle(names.mask_name(name), index, rng)
+        blob.delete()
+        notifier.publish_notification(
+            self.publisher, self.stack.pipeline.topic, blob, event_type=notifier.OBJECT_DELETE
+        )
+
+    def flipped(self, index: int) -> None:
+        """A bad upload, then good content under the same name while the first is in flight,
+        with the OBJECT_ARCHIVE GCS sends for the overwritten generation: the error record of
+        the first (if it was written) must go, and the archive must not touch the new mask."""
+        rng = random.Random(SEED * 3000 + index)
+        name = f"storm/flip-{index:04d}.png"
+        data, _ = bad_payload(0, rng)
+        first = self.put(name, data, "application/octet-stream")
+        upload = Upload(name, "good", [int(first.generation)], reupload=True)
+        self.uploads[name] = upload
+        self.notify(first)
+        self.settle(names.error_name(name), index, rng)
+        data, _, content_type = good_image(index + 300_000)
+        second = self.put(name, data, content_type)
+        upload.generations.append(int(second.generation))
+        upload.size = image_size(data)
+        self.notify(second)
+        self.archive(first, overwritten_by=int(second.generation))
+
+    def settle(self, output: str, index: int, rng: random.Random) -> None:
+        """Before the next step: for even `index`, until `output` exists (so the function has
+        an output to clean up), else a random moment while the first delivery is in flight."""
+        if index % 2:
+            time.sleep(rng.uniform(0.0, 0.4))
+            return
+        bucket = self.storage.bucket(self.stack.names.output_bucket)
+        until = time.monotonic() + SETTLE_TIMEOUT_S
+        while bucket.get_blob(output) is None and time.monotonic() < until:
+            time.sleep(0.2)
+
+    def wait_for_outputs(self, timeout: float) -> None:
+        """Until every upload so far has its output (the queue is drained), or `timeout`."""
+        until = time.monotonic() + timeout
+        while self.missing(self.outputs()) and time.monotonic() < until:
+            time.sleep(0.5)
+
+    def wait_for_cleanup(self, timeout: float) -> None:
+        """Until no flipped or in-flight-deleted upload has an output it should not have."""
+        watched = [u for u in self.uploads.values() if u.in_flight or "/flip-" in u.name]
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            outputs = self.outputs()
+            if not any(
+                name in outputs
+                for u in watched
+                for name in (
+                    [names.mask_name(u.name), names.error_name(u.name)]
+                    if u.kind == "deleted"
+                    else [names.error_name(u.name)]
+                )
+            ):
+                return
+            time.sleep(0.5)
+
+    def archive(self, blob: Any, *, overwritten_by: int) -> None:
+        data, attributes = notifier.notification_message(
+            notifier.object_resource(blob), event_type=notifier.OBJECT_ARCHIVE
+        )
+        attributes["overwrittenByGeneration"] = str(overwritten_by)
+        notifier.publish(self.publisher, self.stack.pipeline.topic, data, attributes)
+
+    def victims(self) -> list[tuple[str, str]]:
+        """Uploads whose outputs take fallback names (good photos); returns the pairs."""
+        pairs = [crafted_pair(i, kind) for kind in ("long", "dot") for i in range(COLLIDING)]
+        for index, (victim, _) in enumerate(pairs):
+            data, _, content_type = good_image(index + 400_000)
+            blob = self.put(victim, data, content_type)
+            self.uploads[victim] = Upload(
+                victim, "good", [int(blob.generation)], size=image_size(data)
+            )
+            self.notify(blob)
+        return pairs
+
+    def attackers(self, pairs: list[tuple[str, str]]) -> None:
+        """Junk under the names crafted to collide with the victims' outputs."""
+        for _, attacker in pairs:
+            blob = self.put(attacker, b"not an image, aimed at another upload's mask", "text/plain")
+            self.uploads[attacker] = Upload(attacker, "bad", [int(blob.generation)])
             self.notify(blob)
 
     def deleted(self, index: int) -> None:
@@ -200,11 +335,17 @@ class Storm:
         required: set[WriteKey] = set()
         optional: set[WriteKey] = set()
         for upload in self.uploads.values():
-            if upload.kind == "deleted":
+            if upload.kind == "deleted":  # deleted in flight: its mask may be written, then go
+                optional |= {(names.mask_name(upload.name), upload.name, str(upload.latest))}
                 continue
             output = output_name(upload)
             required.add((output, upload.name, str(upload.latest)))
-            optional |= {(output, upload.name, str(g)) for g in upload.generations[:-1]}
+            # An older generation's output, of either kind (a flipped upload's error record).
+            optional |= {
+                (name, upload.name, str(g))
+                for g in upload.generations[:-1]
+                for name in (names.mask_name(upload.name), names.error_name(upload.name))
+            }
         return required, optional
 
     def missing(self, outputs: dict[str, Any]) -> list[str]:
@@ -212,25 +353,61 @@ class Storm:
         for upload in self.uploads.values():
             if upload.kind == "deleted":
                 continue
-            prefix = "masks/" if upload.kind == "good" else "errors/"
-            suffix = ".png" if upload.kind == "good" else ".json"
-            blob = outputs.get(f"{prefix}{upload.name}{suffix}")
+            blob = outputs.get(output_name(upload))
             meta = (blob.metadata or {}) if blob is not None else {}
             if meta.get("source-generation") != str(upload.latest):
                 lost.append(upload.name)
         return lost
 
+    def read(self, output: str) -> bytes:
+        """An output's bytes, fetched by name: a listed blob's mediaLink, as the emulator
+        writes it, leaves `/./` in a name unescaped, which the HTTP client then collapses."""
+        return self.storage.bucket(self.stack.names.output_bucket).blob(output).download_as_bytes()
+
+    def stale(self, outputs: dict[str, Any]) -> list[str]:
+        """Outputs that should not be there: of a deleted upload, of an older generation, or of
+        the other kind than the latest generation's (a clean-up that never finished)."""
+        current = {
+            output_name(u): str(u.latest) for u in self.uploads.values() if u.kind != "deleted"
+        }
+        return sorted(
+            name
+            for name, blob in outputs.items()
+            if current.get(name) != (blob.metadata or {}).get("source-generation")
+        )
+
+    def foreign_damage(self, outputs: dict[str, Any], writes: list[ObjectWrite]) -> list[str]:
+        """Outputs written under another source's name, and uploads whose own output names
+        another source: what a crafted name could do to its victim."""
+        damage = [
+            f"write {w.name} for {w.metadata.get('source-name')}"
+            for w in writes
+            if w.name not in own_names(w.metadata.get("source-name", ""))
+        ]
+        for upload in self.uploads.values():
+            blob = outputs.get(output_name(upload))
+            source = (blob.metadata or {}).get("source-name") if blob is not None else None
+            if source is not None and source != upload.name:
+                damage.append(f"{blob.name} names {source}, not {upload.name}")
+        return damage
+
 
 @pytest.fixture
 def storm_stack(tmp_path: Path, stack_model_dir: Path):
+    names = StackNames()
     options = StackOptions(
         log_dir=tmp_path / "logs",
-        model_uri=str(stack_model_dir),
+        # The model comes from the models bucket (latest.json), so an outage of that bucket
+        # while an instance starts is an outage of the model.
+        model_uri=f"gs://{names.models_bucket}/unet/latest",
+        names=names,
         policy=STORM_POLICY,
         function_env={"NUM_THREADS": "1"},
     )
     with LocalStack(options) as stack:
         assert stack.gcs is not None
+        storage = clients.storage_client(stack.endpoints)
+        publish_model(storage.bucket(names.models_bucket), stack_model_dir)
         with FaultProxy(stack.gcs.url, seed=SEED, enforce_preconditions=True) as proxy:
             stack.restart_function(env={"STORAGE_EMULATOR_HOST": proxy.url})
             yield stack, proxy
@@ -247,8 +424,8 @@ def check_outputs(
     input_bucket = storm.stack.names.input_bucket
     expected_outputs: set[str] = set()
     for upload in storm.uploads.values():
-        mask = outputs.get(f"masks/{upload.name}.png")
-        error = outputs.get(f"errors/{upload.name}.json")
+        mask = outputs.get(names.mask_name(upload.name))
+        error = outputs.get(names.error_name(upload.name))
         latest = str(upload.latest)
         if upload.kind == "good":
             assert error is None, f"{upload.name}: unexpected error record"
@@ -260,14 +437,14 @@ def check_outputs(
             assert meta["model-version"] == manifest["version"]
             size = (int(meta["image-width"]), int(meta["image-height"]))
             assert size == upload.size, (upload.name, size, upload.size)
-            with Image.open(io.BytesIO(mask.download_as_bytes())) as png:
+            with Image.open(io.BytesIO(storm.read(mask.name))) as png:
                 assert png.size == upload.size and png.mode == "P", (upload.name, png.size)
             expected_outputs.add(mask.name)
         elif upload.kind == "bad":
             assert mask is None, f"{upload.name}: a mask for a non-image"
             assert error.metadata["source-bucket"] == input_bucket
             assert error.metadata["source-generation"] == latest
-            record = json.loads(error.download_as_bytes())
+            record = json.loads(storm.read(error.name))
             assert record["source"]["bucket"] == input_bucket
             assert record["source"]["generation"] == latest
             if upload.name.rsplit(".", 1)[-1] in REFUSED:
@@ -278,8 +455,11 @@ def check_outputs(
         else:
             assert mask is None and error is None, f"{upload.name}: output for a deleted object"
             seen_outcomes = set(outcomes[(upload.name, latest)])
-            assert "object_gone" in seen_outcomes, (upload.name, seen_outcomes)
-            assert not any(source == upload.name for _, source, _ in written)
+            if upload.in_flight:  # its mask was never written, or written and then deleted
+                assert seen_outcomes & {"object_gone", "outputs_deleted"}, seen_outcomes
+            else:
+                assert "object_gone" in seen_outcomes, (upload.name, seen_outcomes)
+                assert not any(source == upload.name for _, source, _ in written)
     return expected_outputs
 
 
@@ -291,16 +471,40 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_d
     started = time.monotonic()
 
     storm.burst(0, PER_BURST)
+    pairs = storm.victims()  # photos whose masks take fallback names
     for index in range(DELETED):
         storm.deleted(index)
     proxy.set_failure_rate(FAULT_RATE)  # a window of storage 503s while burst 2 arrives
     fault_started = time.monotonic()
     storm.burst(PER_BURST, PER_BURST)
+    storm.attackers(pairs)  # junk named to collide with the victims' masks
     time.sleep(max(0.0, FAULT_WINDOW_S - (time.monotonic() - fault_started)))
     proxy.set_failure_rate(0.0)
+    # The function's deletes (its clean-up of outputs) fail while uploads are deleted and
+    # flipped in flight, and burst 3 arrives; the window stays open until their clean-up ran.
+    storm.wait_for_outputs(DRAIN_TIMEOUT_S)  # so the clean-up runs within the window
+    proxy.set_failure_rate(CLEANUP_FAULT_RATE, methods=("DELETE",))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        jobs = [pool.submit(storm.gone_in_flight, i) for i in range(GONE_IN_FLIGHT)]
+        jobs += [pool.submit(storm.flipped, i) for i in range(FLIPPED)]
+        for job in jobs:
+            job.result()
     storm.burst(2 * PER_BURST, PER_BURST)
+    storm.wait_for_cleanup(CLEANUP_WINDOW_S)
+    proxy.set_failure_rate(0.0)
     stack.restart_function(kill=True)  # a crash mid-run, with deliveries in flight
     storm.burst(3 * PER_BURST, PER_BURST)
+    # The model bucket goes down and a new instance starts: its first requests cannot load the
+    # model until the outage (shorter than the retry budget) ends. Nothing may be lost.
+    storm.wait_for_outputs(DRAIN_TIMEOUT_S)
+    before_outage = proxy.failed
+    proxy.set_failure_rate(1.0, bucket=stack.names.models_bucket)
+    outage_started = time.monotonic()
+    stack.restart_function()
+    storm.burst(4 * PER_BURST, OUTAGE_UPLOADS)
+    time.sleep(max(0.0, MODEL_OUTAGE_S - (time.monotonic() - outage_started)))
+    proxy.set_failure_rate(0.0)
+    model_faults = proxy.failed - before_outage
 
     # Drain: every expected output there, then no new log line, storage write or dead letter
     # for a while.
@@ -343,13 +547,20 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_d
     masks = sum(1 for name in outputs if name.startswith("masks/"))
     errors = sum(1 for name in outputs if name.startswith("errors/"))
     mask_writes = sum(1 for w in writes if w.name.startswith("masks/"))
+    stale = storm.stale(outputs)
+    damage = storm.foreign_damage(outputs, writes)
     with capsys.disabled():  # the summary line shows in every run's output, CI's included
         print(
             f"\nstorm: uploads={len(storm.uploads)} masks={masks} errors={errors} "
             f"dead_lettered={len(dead)} lost={len(lost)} duplicates={len(duplicates)} "
+            f"foreign_damage={len(damage)} stale={len(stale)} "
             f"writes={len(writes)} seconds={seconds:.1f}"
         )
     detail = {
+        "stale": stale[:5],
+        "foreign_damage": damage[:5],
+        "delete_faults": proxy.failed_deletes,
+        "model_bucket_faults": model_faults,
         "faults_injected": proxy.failed,
         "precondition_412s": proxy.precondition_failures,
         "mask_writes": mask_writes,
@@ -363,9 +574,13 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_d
     print("storm detail:", json.dumps(detail, default=str))
 
     assert proxy.failed > 0, "the 503 window injected no fault"
-    assert len(stack.function_logs) == 3  # proxy restart + the crash restart
+    assert len(stack.function_logs) == 4  # proxy restart, crash restart, outage restart
+    assert model_faults > 0, "the model-bucket outage injected no fault"
+    assert proxy.failed_deletes > 0, "the clean-up window injected no fault into a delete"
     assert not lost, f"uploads with no output for their latest generation: {lost[:10]}"
     assert not dead, f"dead-lettered: {[dict(m.attributes) for m in dead]}"
+    assert not damage, f"an upload damaged another's output: {damage[:5]}"
+    assert not stale, f"stale outputs left behind: {stale[:5]}"
 
     # Storage layer: the function wrote only to the output bucket, always under a generation
     # precondition, never the same (output, source generation) twice, every required output
@@ -382,7 +597,8 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_d
     good = sum(u.kind == "good" for u in storm.uploads.values())
     assert good <= mask_writes <= good + len(optional)
     for write in writes:  # every write names its source and, for a mask, the model
-        assert write.name == output_name(storm.uploads[write.metadata["source-name"]])
+        assert write.metadata["source-name"] in storm.uploads
+        assert write.name in own_names(write.metadata["source-name"])
         assert write.metadata["source-bucket"] == input_bucket
         if write.name.startswith("masks/"):
             assert write.metadata["model-version"] == manifest["version"]
@@ -398,5 +614,7 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_d
     expected_outputs = check_outputs(storm, outputs, outcomes, written, manifest)
     assert set(outputs) == expected_outputs  # nothing else written (no stray or older outputs)
     assert len(storm.uploads) >= 300
+    victims = [storm.uploads[victim] for victim, _ in pairs]
+    assert all(outputs[output_name(v)].metadata["source-name"] == v.name for v in victims)
     assert sum(u.duplicate for u in storm.uploads.values()) >= 5
     assert sum(u.reupload for u in storm.uploads.values()) >= 5

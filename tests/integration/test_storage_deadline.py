@@ -23,7 +23,6 @@ from typing import Any
 import functions_framework
 import pytest
 from PIL import Image
-from segmentation import contract
 from segmentation.storage import mask_name
 
 from segment import clients
@@ -32,6 +31,7 @@ from tests.fakes import notifications
 from tests.fakes.fault_proxy import FaultProxy
 from tests.fakes.fixtures import tiny_model_dir
 from tests.fakes.images import halves_png
+from tests.fakes.registry import publish_model
 
 __all__ = ["tiny_model_dir"]
 
@@ -74,18 +74,6 @@ class Function:
         return response.status_code, time.monotonic() - started
 
 
-def _publish_model(bucket: Any, directory: Path) -> None:
-    """A model family as model_build publishes it: unet/<version>/ and unet/latest.json."""
-    manifest = json.loads((directory / "manifest.json").read_text())
-    version = manifest["version"]
-    for file in ("model.tflite", "manifest.json"):
-        bucket.blob(f"unet/{version}/{file}").upload_from_filename(str(directory / file))
-    pointer = contract.latest_pointer(
-        version, f"gs://{bucket.name}/unet/{version}", manifest["sha256"]
-    )
-    bucket.blob("unet/latest.json").upload_from_string(json.dumps(pointer))
-
-
 @pytest.fixture
 def function(
     gcs_server: ManagedProcess,
@@ -100,7 +88,7 @@ def function(
     )
     for name in names.values():
         storage.create_bucket(name)
-    _publish_model(storage.bucket(names["models"]), tiny_model_dir)
+    publish_model(storage.bucket(names["models"]), tiny_model_dir)
     png = halves_png(64, 48)
     upload = storage.bucket(names["in"]).blob(NAME)
     upload.upload_from_string(png, content_type="image/png")
