@@ -35,6 +35,7 @@ MODEL = serving_models(
     store=STORE,
     cache_dir=SETTINGS.model_cache_dir,
     num_threads=SETTINGS.num_threads,
+    pool_size=SETTINGS.concurrency,  # one interpreter per request in flight
     refresh_seconds=SETTINGS.model_refresh_seconds,
     canary_version=SETTINGS.canary_model_version,
     canary_percent=SETTINGS.canary_percent,

@@ -7,14 +7,18 @@ Cloud Storage is cached under `<MODEL_CACHE_DIR>/<version>/`. The .tflite's sha2
 match the manifest (and the pointer), and the interpreter's tensors must match the manifest's
 input/output contract; anything else raises a `ModelError` subclass (a configuration error).
 
-LiteRT's `Interpreter` is not thread-safe: each thread gets its own (threading.local).
+LiteRT's `Interpreter` is not thread-safe: a model keeps a pool of them, one per request in
+`predict` at a time, at most `pool_size` (the instance's CONCURRENCY), made on demand and reused
+by whichever thread comes next. More server threads than that wait for a free interpreter instead
+of each building its own, so the interpreters' memory is bounded by the concurrency the memory
+budget was checked for (segmentation/memory.py).
 `ai_edge_litert` is preferred, `tflite_runtime` is the fallback; TensorFlow is never imported.
 This module also runs on Python 3.11 with tflite-runtime (its last wheels), so no 3.12 syntax.
 
 Serving (`serving_models`, what main.py builds): the stable track is MODEL_URI; when it follows
 `latest`, a warm instance re-reads latest.json at most once per MODEL_REFRESH_SECONDS, in the
 background of the request that finds it due, and swaps a changed version in atomically (a request
-keeps the model it started with; each thread builds its own interpreter of the new one). A failed
+keeps the model it started with; the new one builds its own interpreter pool). A failed
 refresh logs a warning and keeps serving the loaded model. Every load and refresh reads Cloud
 Storage within the deadline of the request that asked for it (`get(deadline=...)`,
 segmentation/deadline.py): an unavailable model bucket makes that request fail transiently
@@ -31,11 +35,12 @@ import importlib
 import json
 import logging
 import os
+import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,14 +235,26 @@ class SegmentationModel:
         manifest: Manifest,
         *,
         num_threads: int = 1,
+        pool_size: int = 1,
         interpreter_factory: Callable[..., Any] | None = None,
     ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.model_path = Path(model_path)
         self.manifest = manifest
         self.num_threads = num_threads
+        self.pool_size = pool_size
         self._factory = interpreter_factory or interpreter_class()
-        self._local = threading.local()
-        self._interpreter()  # the first one checks the contract now, not on the first request
+        self._free = threading.BoundedSemaphore(pool_size)  # slots not in use, made or not
+        self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()  # made and not in use
+        self._made = 0
+        # The first one checks the contract now, not on the first request.
+        self._idle.put(self._new_slot())
+
+    @property
+    def interpreters(self) -> int:
+        """How many interpreters this model has built (at most `pool_size`)."""
+        return self._made
 
     @property
     def name(self) -> str:
@@ -274,18 +291,29 @@ class SegmentationModel:
         expected = self.manifest.input_shape[1:]
         if image.shape != expected:
             raise ValueError(f"image shape {image.shape} is not the model input {expected}")
-        slot = self._interpreter()
-        batch = image[np.newaxis].astype(slot.input_dtype, copy=False)
-        slot.interpreter.set_tensor(slot.input_index, batch)
-        slot.interpreter.invoke()
-        # get_tensor copies: the next invoke on this thread cannot change what we return.
-        return slot.interpreter.get_tensor(slot.output_index)[0], slot
+        with self._slot() as slot:
+            batch = image[np.newaxis].astype(slot.input_dtype, copy=False)
+            slot.interpreter.set_tensor(slot.input_index, batch)
+            slot.interpreter.invoke()
+            # get_tensor copies: the next user of this interpreter cannot change what we return.
+            return slot.interpreter.get_tensor(slot.output_index)[0], slot
 
-    def _interpreter(self) -> _Slot:
-        slot = getattr(self._local, "slot", None)
-        if slot is None:
-            slot = self._local.slot = self._new_slot()
-        return slot
+    @contextmanager
+    def _slot(self) -> Iterator[_Slot]:
+        """An interpreter for this thread alone until the block ends (waits while all
+        `pool_size` are in use; builds one when none is idle)."""
+        self._free.acquire()
+        try:
+            try:
+                slot = self._idle.get_nowait()
+            except queue.Empty:
+                slot = self._new_slot()
+            try:
+                yield slot
+            finally:
+                self._idle.put(slot)
+        finally:
+            self._free.release()
 
     def _new_slot(self) -> _Slot:
         try:
@@ -295,12 +323,14 @@ class SegmentationModel:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.model_path}: the interpreter cannot load it: {exc}") from exc
-        return _Slot.checked(interpreter, self.manifest)
+        slot = _Slot.checked(interpreter, self.manifest)
+        self._made += 1  # under the semaphore or in __init__: never above pool_size
+        return slot
 
 
 @dataclass(frozen=True)
 class _Slot:
-    """One thread's interpreter and the tensor facts `predict` needs."""
+    """One pooled interpreter and the tensor facts `predict` needs."""
 
     interpreter: Any
     input_index: int
@@ -396,10 +426,13 @@ def load_model(
     store: ObjectStore | None,
     cache_dir: str | Path,
     num_threads: int,
+    pool_size: int = 1,
 ) -> SegmentationModel:
     """Fetches, verifies and opens the model (what an instance does once, on first use)."""
     files = fetch_model(model_uri, store=store, cache_dir=cache_dir)
-    return SegmentationModel(files.model_path, files.manifest, num_threads=num_threads)
+    return SegmentationModel(
+        files.model_path, files.manifest, num_threads=num_threads, pool_size=pool_size
+    )
 
 
 class LazyModel:
@@ -479,11 +512,13 @@ class StableModel:
         store: ObjectStore | None,
         cache_dir: str | Path,
         num_threads: int,
+        pool_size: int = 1,
         refresh_seconds: float = 0,
         clock: Callable[[], float] = time.monotonic,
         background: Callable[[Callable[[], None]], None] = _in_background,
     ) -> None:
         self.model_uri = model_uri
+        self._pool_size = pool_size
         self.follows_latest = is_latest_uri(model_uri) and refresh_seconds > 0
         self._store = store
         self._cache_dir = cache_dir
@@ -582,7 +617,12 @@ class StableModel:
         self, directory: str, pinned_sha: str | None, *, store: ObjectStore | None
     ) -> _Loaded:
         files = fetch_model_dir(directory, pinned_sha, store=store, cache_dir=self._cache_dir)
-        model = SegmentationModel(files.model_path, files.manifest, num_threads=self._num_threads)
+        model = SegmentationModel(
+            files.model_path,
+            files.manifest,
+            num_threads=self._num_threads,
+            pool_size=self._pool_size,
+        )
         return _Loaded(model, (directory, pinned_sha))
 
     def _warn(self, event: str, exc: BaseException) -> None:
@@ -611,10 +651,12 @@ class CanaryModel:
         store: ObjectStore | None,
         cache_dir: str | Path,
         num_threads: int,
+        pool_size: int = 1,
         clock: Callable[[], float] = time.monotonic,
         retry_seconds: float = CANARY_RETRY_SECONDS,
     ) -> None:
         self.uri, self.version = uri, version
+        self._pool_size = pool_size
         self._store, self._cache_dir, self._num_threads = store, cache_dir, num_threads
         self._clock, self._retry_seconds = clock, retry_seconds
         self._model: SegmentationModel | None = None
@@ -648,7 +690,10 @@ class CanaryModel:
                     f"{self.uri}/{MANIFEST_FILE} names version {files.manifest.version}"
                 )
             model = SegmentationModel(
-                files.model_path, files.manifest, num_threads=self._num_threads
+                files.model_path,
+                files.manifest,
+                num_threads=self._num_threads,
+                pool_size=self._pool_size,
             )
         except Exception as exc:
             self._retry_at = self._clock() + self._retry_seconds
@@ -727,6 +772,7 @@ def serving_models(
     store: ObjectStore | None,
     cache_dir: str | Path,
     num_threads: int,
+    pool_size: int = 1,
     refresh_seconds: float = 0,
     canary_version: str | None = None,
     canary_percent: float = 0.0,
@@ -740,6 +786,7 @@ def serving_models(
         store=store,
         cache_dir=cache_dir,
         num_threads=num_threads,
+        pool_size=pool_size,
         refresh_seconds=refresh_seconds,
         clock=clock,
         background=background,
@@ -752,6 +799,7 @@ def serving_models(
             store=store,
             cache_dir=cache_dir,
             num_threads=num_threads,
+            pool_size=pool_size,
             clock=clock,
         )
     return ServingModels(stable, canary, canary_percent)

@@ -1,5 +1,5 @@
 """The model: manifest and tensor contract, sha256 checks, gs:// fetching and caching, `latest`
-resolution, per-thread interpreters, and the tflite-runtime fallback."""
+resolution, a bounded pool of interpreters, and the tflite-runtime fallback."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -78,35 +79,71 @@ def test_predict_rejects_a_wrongly_sized_image(tiny_model: SegmentationModel) ->
         tiny_model.predict(np.zeros((64, 64, 3), np.uint8))
 
 
-def test_each_thread_gets_its_own_interpreter(tiny_model_dir: Path) -> None:
+class _Exclusive:
+    """An interpreter that records being invoked by two threads at once (LiteRT's are not
+    thread-safe); invoke sleeps a little to widen the window."""
+
+    def __init__(self, inner: Any, overlaps: list[int]) -> None:
+        self._inner, self._overlaps = inner, overlaps
+        self._busy = threading.Lock()
+
+    def invoke(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            self._overlaps.append(1)
+            return self._inner.invoke()
+        try:
+            time.sleep(0.002)
+            return self._inner.invoke()
+        finally:
+            self._busy.release()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize(("pool_size", "threads"), [(1, 4), (3, 8), (4, 4)])
+def test_a_pool_of_interpreters_bounded_by_pool_size_never_shared(
+    tiny_model_dir: Path, pool_size: int, threads: int
+) -> None:
     created: list[Any] = []
+    overlaps: list[int] = []
     factory = model_lib.interpreter_class()
 
     def counting_factory(**kwargs: Any) -> Any:
         created.append(kwargs)
-        return factory(**kwargs)
+        return _Exclusive(factory(**kwargs), overlaps)
 
     manifest = parse_manifest(_manifest(tiny_model_dir))
     model = SegmentationModel(
         tiny_model_dir / "model.tflite",
         manifest,
         num_threads=3,
+        pool_size=pool_size,
         interpreter_factory=counting_factory,
     )
     results: list[bool] = []
+    start = threading.Barrier(threads)
 
     def work() -> None:
+        start.wait()
         for _ in range(5):
             results.append(bool((model.predict(_colour_image()) == _expected_classes()).all()))
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert results == [True] * 20
-    assert len(created) == 5  # the checking one at load + one per worker thread
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert results == [True] * (5 * threads)
+    assert overlaps == []  # no interpreter ran two requests at once
+    assert 1 <= len(created) == model.interpreters <= pool_size  # not one per thread
     assert all(kwargs["num_threads"] == 3 for kwargs in created)
+
+
+def test_pool_size_must_be_positive(tiny_model_dir: Path) -> None:
+    manifest = parse_manifest(_manifest(tiny_model_dir))
+    with pytest.raises(ValueError, match="pool_size"):
+        SegmentationModel(tiny_model_dir / "model.tflite", manifest, pool_size=0)
 
 
 def test_sha256_mismatch_is_refused(tiny_model_copy: Path) -> None:

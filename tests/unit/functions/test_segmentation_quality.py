@@ -158,5 +158,5 @@ def test_segment_on_the_int8_model_dequantizes(tiny_int8_model_dir: Path) -> Non
     assert prediction.quality.class_fractions == pytest.approx(
         {"pet": 0.4375, "background": 0.4375, "border": 0.125}
     )
-    slot = model._interpreter()
-    assert slot.output_scale > 0  # a real quantized output: the test above needed the scale
+    with model._slot() as slot:
+        assert slot.output_scale > 0  # a real quantized output: the test above needed the scale
