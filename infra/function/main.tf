@@ -25,6 +25,9 @@ locals {
     CONCURRENCY             = tostring(var.concurrency)
     MEMORY_MIB              = tostring(module.memory_budget.memory_mib)
     REQUEST_TIMEOUT_SECONDS = tostring(var.timeout_seconds)
+    # functions-framework's gunicorn threads (its default is 4 per CPU): one per request Cloud
+    # Run may send, so none waits behind another inside the instance.
+    THREADS = tostring(var.concurrency)
   })
 }
 

@@ -142,8 +142,8 @@ variable "settings" {
   }
 
   validation {
-    condition     = length(setintersection(keys(var.settings), ["OUTPUT_BUCKET", "MODEL_URI", "CONCURRENCY", "MEMORY_MIB", "REQUEST_TIMEOUT_SECONDS"])) == 0
-    error_message = "settings must not set OUTPUT_BUCKET, MODEL_URI, CONCURRENCY, MEMORY_MIB or REQUEST_TIMEOUT_SECONDS: the module derives them from its own variables."
+    condition     = length(setintersection(keys(var.settings), ["OUTPUT_BUCKET", "MODEL_URI", "CONCURRENCY", "MEMORY_MIB", "REQUEST_TIMEOUT_SECONDS", "THREADS"])) == 0
+    error_message = "settings must not set OUTPUT_BUCKET, MODEL_URI, CONCURRENCY, MEMORY_MIB, REQUEST_TIMEOUT_SECONDS or THREADS: the module derives them from its own variables."
   }
 
   validation {
