@@ -18,18 +18,15 @@ Built once per (this file, TensorFlow version) under `bench/.cache/int8_limit/<k
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.models import CACHE_ROOT
+from bench.models import CACHE_ROOT, build_once
 
 SPECS: dict[str, dict[str, Any]] = {
     "fc": {"kind": "dense", "batch": 256, "units_in": 1024, "units_out": 1024},
@@ -68,28 +65,14 @@ def limit_dir(cache_root: Path = CACHE_ROOT) -> Path:
 
 def ensure_limit_models(cache_root: Path = CACHE_ROOT, *, log=print) -> Path:
     """The cache entry (one .tflite per spec and limit.json), built first when missing."""
-    target = limit_dir(cache_root)
-    if (target / INDEX).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / INDEX).is_file():
-            return target
-        log(f"converting the int8 limit models into {target} (once)")
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            index = {name: _convert(name, spec, staging) for name, spec in SPECS.items()}
-            (staging / INDEX).write_text(json.dumps(index, indent=2) + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        for stale in target.parent.iterdir():
-            if stale.is_dir() and stale != target and not stale.name.startswith("."):
-                shutil.rmtree(stale, ignore_errors=True)
-    return target
+    return build_once(
+        limit_dir(cache_root), INDEX, _convert_all, log=log, what="the int8 limit models (once)"
+    )
+
+
+def _convert_all(staging: Path) -> None:
+    index = {name: _convert(name, spec, staging) for name, spec in SPECS.items()}
+    (staging / INDEX).write_text(json.dumps(index, indent=2) + "\n")  # last: the marker
 
 
 def _convert(name: str, spec: dict[str, Any], out: Path) -> dict[str, Any]:

@@ -73,25 +73,37 @@ def model_dir(cache_root: Path = CACHE_ROOT) -> Path:
 
 def ensure_models(cache_root: Path = CACHE_ROOT, *, log=print) -> Path:
     """Returns the cache entry, building it first when it is missing or incomplete."""
-    target = model_dir(cache_root)
-    if (target / DONE_MARKER).is_file():
+    return build_once(
+        model_dir(cache_root),
+        DONE_MARKER,
+        _build,
+        log=log,
+        what="the U-Net and its TFLite variants (about 1 min, once)",
+    )
+
+
+def build_once(target: Path, marker: str, build, *, log=print, what: str) -> Path:
+    """`target`, built by `build(staging_dir)` (which writes `marker` last) unless `marker` is
+    already there. One builder at a time (a `make bench` and the smoke test may start together);
+    the staging directory is renamed into place, so a crash never leaves half an entry; sibling
+    entries of older keys are removed (never used again)."""
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # One builder at a time (a `make bench` and the smoke test may start together).
     with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / DONE_MARKER).is_file():
+        if (target / marker).is_file():
             return target
-        log(f"building the U-Net and its TFLite variants into {target} (about 1 min, once)")
+        log(f"building {what} into {target}")
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            _build(staging)
+            build(staging)
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        for stale in target.parent.iterdir():  # entries of older sources are never used again
+        for stale in target.parent.iterdir():
             if stale.is_dir() and stale != target and not stale.name.startswith("."):
                 shutil.rmtree(stale, ignore_errors=True)
     return target
