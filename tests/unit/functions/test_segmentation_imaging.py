@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,9 +302,6 @@ def test_mask_rejects_non_2d_input() -> None:
 def test_decoding_never_runs_pillows_full_plugin_scan() -> None:
     # The scan of every Pillow plugin cost an instance's first decode 100-300 ms; the accepted
     # plugins are registered at import instead. A fresh interpreter, since other tests may scan.
-    import subprocess
-    import sys
-    from pathlib import Path
 
     script = """
 import io, sys
@@ -317,24 +317,13 @@ for data in (webp.getvalue(), tiff, b"<html>not an image</html>"):
         pass
 print(Image._initialized)
 """
-    functions_dir = Path(__file__).resolve().parents[3] / "functions"
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=functions_dir,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    result = _run_in_functions_dir(script)
     assert result.stdout.strip() == "1", "Pillow ran its full plugin scan (Image.init())"
 
 
 def test_importing_imaging_registers_no_bmp_or_tiff_plugin() -> None:
     # The decoders that are not accepted are not even imported: BMP and TIFF (libtiff) are
     # attack surface. A fresh interpreter, since other tests register every plugin.
-    import subprocess
-    import sys
-    from pathlib import Path
 
     script = """
 import sys
@@ -343,18 +332,22 @@ from segmentation import imaging
 print(sorted(Image.OPEN), sorted(Image.ID))
 print(sorted(m for m in ("PIL.BmpImagePlugin", "PIL.TiffImagePlugin") if m in sys.modules))
 """
-    functions_dir = Path(__file__).resolve().parents[3] / "functions"
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=functions_dir,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    result = _run_in_functions_dir(script)
     registered, modules = result.stdout.strip().splitlines()
     for name in ("BMP", "DIB", "TIFF"):
         assert f"'{name}'" not in registered, registered
     for name in imaging.ACCEPTED_FORMATS:
         assert f"'{name}'" in registered, registered
     assert modules == "[]"
+
+
+def _run_in_functions_dir(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` in a fresh interpreter started in functions/ (as the deployed function is)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[3] / "functions",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
