@@ -111,11 +111,38 @@ def busy_time_cost(busy_seconds_per_image: float, tier: dict[str, Any]) -> dict[
     }
 
 
+# Cloud Run's minimum vCPUs for a memory limit above each size (GiB).
+# https://cloud.google.com/run/docs/configuring/services/memory-limits
+MIN_VCPU_ABOVE_GIB = ((4.0, 2.0), (8.0, 4.0), (16.0, 6.0), (24.0, 8.0))
+
+
+def budget_tier(concurrency: int, vcpu: float) -> dict[str, Any]:
+    """The smallest memory tier the function's memory budget (segmentation/memory.py) allows at
+    `concurrency` with the default image limits, and the vCPUs Cloud Run requires with it."""
+    from segmentation.memory import load_budget
+    from segmentation.settings import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+
+    needed_mib = load_budget().required_mib(
+        concurrency=concurrency,
+        max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_bytes=DEFAULT_MAX_IMAGE_BYTES,
+    )
+    memory = next((t for t in MEMORY_TIERS_GIB if t * 1024 >= needed_mib), MEMORY_TIERS_GIB[-1])
+    floor = max((cpus for above, cpus in MIN_VCPU_ABOVE_GIB if memory > above), default=0.0)
+    return {"memory_gib": memory, "vcpu": max(vcpu, floor), "budget_mib": needed_mib}
+
+
 def add_throughput_cost(throughput: dict[str, Any], tier: dict[str, Any] | None = None) -> None:
-    """Adds `usd_per_million_images` (busy time at the configured tier) to each throughput row."""
+    """Adds to each throughput row `usd_per_million_images` (busy time at the configured tier)
+    and the same at the tier the memory budget needs for that concurrency (`budget_tier`)."""
     tier = tier or configured_tier()
     for row in throughput.get("rows", []):
-        row["usd_per_million_images"] = busy_time_cost(row["busy_seconds_per_image"], tier)[
+        busy = row["busy_seconds_per_image"]
+        row["usd_per_million_images"] = busy_time_cost(busy, tier)["usd_per_million_images"]
+        needed = budget_tier(row["concurrency"], tier["vcpu"])
+        row["budget_memory_gib"] = needed["memory_gib"]
+        row["budget_vcpu"] = needed["vcpu"]
+        row["usd_per_million_images_at_budget_tier"] = busy_time_cost(busy, needed)[
             "usd_per_million_images"
         ]
 

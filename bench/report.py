@@ -225,6 +225,15 @@ def _e2e(e2e: dict[str, Any]) -> str:
     )
 
 
+def _budget_cost(row: dict[str, Any]) -> str:
+    if row.get("usd_per_million_images_at_budget_tier") is None:
+        return "-"
+    return (
+        f"{row['usd_per_million_images_at_budget_tier']:.2f} "
+        f"({row['budget_memory_gib']:g} GiB, {row['budget_vcpu']:g} vCPU)"
+    )
+
+
 def _throughput(tp: dict[str, Any]) -> str:
     title = "\n## Throughput, I/O included: one instance pinned to one CPU"
     if tp.get("status") != "measured":
@@ -237,6 +246,7 @@ def _throughput(tp: dict[str, Any]) -> str:
             r["p95_ms"],
             r["busy_seconds_per_image"],
             r.get("usd_per_million_images"),
+            _budget_cost(r),
             r["storage_requests_per_image"],
             r["peak_rss_sum_mib"],
             r["images"],
@@ -254,7 +264,8 @@ def _throughput(tp: dict[str, Any]) -> str:
                 "p50 ms",
                 "p95 ms",
                 "busy s/image",
-                "$/M images",
+                "$/M images (configured tier)",
+                "$/M images (tier the memory budget needs)",
                 "storage requests/image",
                 f"peak RSS MiB (after {tp['large_image']} x concurrency)",
                 "n",

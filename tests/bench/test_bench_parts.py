@@ -84,6 +84,28 @@ def test_busy_time_cost_bills_the_configured_tier() -> None:
     assert two["usd_per_million_images"] == pytest.approx(5.70)
 
 
+def test_each_concurrency_is_also_billed_at_the_tier_its_memory_budget_needs() -> None:
+    from segmentation.memory import load_budget
+    from segmentation.settings import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+
+    tier = {"memory_gib": 1.0, "vcpu": 1.0, "concurrency": 1}
+    throughput = {"rows": [{"concurrency": c, "busy_seconds_per_image": 0.1} for c in (1, 4, 8)]}
+    cost.add_throughput_cost(throughput, tier)
+    budget = load_budget()
+    for row in throughput["rows"]:
+        needed = budget.required_mib(
+            concurrency=row["concurrency"],
+            max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,
+            max_image_bytes=DEFAULT_MAX_IMAGE_BYTES,
+        )
+        assert row["budget_memory_gib"] * 1024 >= needed  # the budget fits the tier billed
+        assert row["budget_memory_gib"] / 2 * 1024 < needed or row["budget_memory_gib"] <= 0.125
+    one, four, eight = throughput["rows"]
+    assert one["usd_per_million_images_at_budget_tier"] == one["usd_per_million_images"]
+    assert four["usd_per_million_images_at_budget_tier"] > four["usd_per_million_images"]
+    assert eight["budget_vcpu"] == 2.0  # Cloud Run: above 4 GiB needs 2 vCPUs
+
+
 def test_io_inclusive_rows_and_headline() -> None:
     tp = {
         "status": "measured",
