@@ -112,6 +112,8 @@ def _cold(cold: list[dict[str, Any]], deployed: str) -> str:
             c["first_inference_s"],
             c["peak_rss_mib"],
             c["peak_rss_after_large_mib"],
+            c.get("floor_s"),
+            _x(c.get("over_floor")),
         ]
         for c in cold
     ]
@@ -137,6 +139,8 @@ def _cold(cold: list[dict[str, Any]], deployed: str) -> str:
                 "first image",
                 "peak RSS",
                 "peak RSS after a large image",
+                "floor (numpy + LiteRT + model + 1 inference)",
+                "cold start / floor",
             ],
             rows,
         )

@@ -241,10 +241,15 @@ def measure_cold_start(
                         "peak_rss_after_large_mib": doc["peak_rss_after_large_mib"],
                     }
                 )
+                if not is_tensorflow(engine):
+                    runs[engine][-1]["floor_s"] = _cold_floor(models, variant, cfg, env, python)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     results = []
     for engine, samples in runs.items():
+        if "floor_s" in samples[0]:  # cold start as a multiple of the floor, run by run
+            for sample in samples:
+                sample["over_floor"] = sample["first_mask_s"] / sample["floor_s"]
         results.append(
             {
                 "engine": engine,
@@ -267,6 +272,27 @@ def measure_cold_start(
             }
         )
     return results
+
+
+def _cold_floor(
+    models: Path, variant: str, cfg: argparse.Namespace, env: dict[str, str], python: str
+) -> float:
+    """Seconds from spawning a process to one inference with only numpy and LiteRT imported:
+    what no cold start of this model on this runtime can beat (worker.coldfloor)."""
+    manifest = json.loads((models / variant / "manifest.json").read_text())
+    started = time.time()
+    doc = run_worker(
+        [
+            "coldfloor",
+            "--model",
+            str(models / variant / manifest["file"]),
+            "--threads",
+            str(cfg.threads_deployed),
+        ],
+        env,
+        python=python,
+    )
+    return doc["marks"]["first_inference"] - started
 
 
 def _deploy_venv(engine: str) -> str:

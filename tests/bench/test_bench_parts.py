@@ -394,3 +394,22 @@ def test_a_delayed_request_takes_at_least_the_delay(upstream: str) -> None:
         status, size, elapsed = _get(proxy.url)
         assert (status, size) == (200, 100_000)
         assert elapsed >= 0.3
+
+
+def test_the_cold_start_floor_runs_numpy_litert_a_model_and_one_inference() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[2] / "models" / "default" / "model.tflite"
+    command = ["-m", "bench.worker", "coldfloor", "--model", str(model), "--threads", "1"]
+    done = subprocess.run(
+        [sys.executable, *command],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    marks = json.loads(done.stdout.strip().splitlines()[-1])["marks"]
+    order = ["interpreter_up", "imported", "model_loaded", "first_inference"]
+    assert [marks[k] for k in order] == sorted(marks[k] for k in order)
