@@ -79,7 +79,7 @@ variable "entry_point" {
 variable "memory" {
   type        = string
   description = "Memory per instance (e.g. \"1Gi\", \"2048Mi\"): must hold concurrency worst-case requests plus a baseline (infra/memory_budget checks it at plan time; docs/performance.md has the table)."
-  default     = "1Gi"
+  default     = "4Gi"
 }
 
 variable "cpu" {
@@ -113,7 +113,7 @@ variable "min_instances" {
 variable "concurrency" {
   type        = number
   description = "Requests one instance serves at a time (the function's CONCURRENCY): each may hold a worst-case image, so memory must grow with it (infra/memory_budget)."
-  default     = 1
+  default     = 4
 
   validation {
     condition     = var.concurrency >= 1 && var.concurrency <= 1000
