@@ -32,6 +32,9 @@ import math
 import re
 from typing import Any
 
+from segmentation.memory import load_budget
+from segmentation.settings import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+
 from bench.models import REPO_ROOT
 
 PRICES = {
@@ -119,9 +122,6 @@ MIN_VCPU_ABOVE_GIB = ((4.0, 2.0), (8.0, 4.0), (16.0, 6.0), (24.0, 8.0))
 def budget_tier(concurrency: int, vcpu: float) -> dict[str, Any]:
     """The smallest memory tier the function's memory budget (segmentation/memory.py) allows at
     `concurrency` with the default image limits, and the vCPUs Cloud Run requires with it."""
-    from segmentation.memory import load_budget
-    from segmentation.settings import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
-
     needed_mib = load_budget().required_mib(
         concurrency=concurrency,
         max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS,

@@ -248,6 +248,7 @@ class SegmentationModel:
         self._free = threading.BoundedSemaphore(pool_size)  # slots not in use, made or not
         self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()  # made and not in use
         self._made = 0
+        self._made_lock = threading.Lock()  # interpreters may be built by threads at once
         # The first one checks the contract now, not on the first request.
         self._idle.put(self._new_slot())
 
@@ -324,7 +325,8 @@ class SegmentationModel:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.model_path}: the interpreter cannot load it: {exc}") from exc
         slot = _Slot.checked(interpreter, self.manifest)
-        self._made += 1  # under the semaphore or in __init__: never above pool_size
+        with self._made_lock:
+            self._made += 1  # under the semaphore or in __init__: never above pool_size
         return slot
 
 
@@ -560,16 +562,13 @@ class StableModel:
             )
         try:
             if self._current is None:
-                store = self._bounded_store(deadline)
+                store = _bounded(self._store, deadline)
                 self._current = self._open(
                     *resolve_model_dir(self.model_uri, store=store), store=store
                 )
                 self._next_check = self._clock() + self._refresh_seconds
         finally:
             self._load_lock.release()
-
-    def _bounded_store(self, deadline: Deadline | None) -> ObjectStore | None:
-        return None if self._store is None else bound(self._store, deadline)
 
     def _schedule_refresh(self, deadline: Deadline | None = None) -> None:
         if not self._refreshing.acquire(blocking=False):
@@ -592,7 +591,7 @@ class StableModel:
         that found the refresh due); True when another version was swapped in. Never raises: a
         failure is logged as a warning and the loaded model stays."""
         current = self._current
-        store = self._bounded_store(deadline)
+        store = _bounded(self._store, deadline)
         try:
             source = resolve_model_dir(self.model_uri, store=store)
             if current is not None and source == current.source:
@@ -682,7 +681,7 @@ class CanaryModel:
         return self._retry_at is not None and self._clock() < self._retry_at
 
     def _load(self, deadline: Deadline | None = None) -> SegmentationModel | None:
-        store = None if self._store is None else bound(self._store, deadline)
+        store = _bounded(self._store, deadline)
         try:
             files = fetch_model_dir(self.uri, None, store=store, cache_dir=self._cache_dir)
             if files.manifest.version != self.version:
@@ -758,6 +757,12 @@ class ServingModels:
         if model is None:
             return Selection(stable, Track.STABLE)
         return Selection(model, Track.CANARY)
+
+
+def _bounded(store: ObjectStore | None, deadline: Deadline | None) -> ObjectStore | None:
+    """The store a load or refresh reads through: bound to the request's deadline (None: a
+    local model directory, no store)."""
+    return None if store is None else bound(store, deadline)
 
 
 def _measure(timings: Timings | None, loading: bool) -> AbstractContextManager[None]:

@@ -3,13 +3,14 @@ memory cannot hold at its worst, the same figures Terraform checks (tests/iac) a
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 from segmentation import imaging
 from segmentation.errors import SettingsError
-from segmentation.memory import MIB, load_budget
+from segmentation.memory import BUDGET_FILE, MIB, load_budget
 from segmentation.settings import DEFAULT_CONCURRENCY, load_settings
 
 from bench import request_memory
@@ -82,8 +83,8 @@ def test_required_memory_arithmetic() -> None:
 
 def test_the_budget_covers_the_measured_worst_format_with_a_margin() -> None:
     budget = load_budget()
-    document = (REPO_ROOT / "functions/segmentation/memory_budget.json").read_text()
-    measured = float(re.search(r'"measured_worst_bytes_per_pixel": ([0-9.]+)', document)[1])
+    document = json.loads(BUDGET_FILE.read_text())
+    measured = float(document["measured_worst_bytes_per_pixel"])
     assert budget.bytes_per_pixel >= 1.2 * measured
 
 
