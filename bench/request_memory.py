@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from bench.throughput import status_kib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = REPO_ROOT / "models" / "default"
@@ -81,12 +84,12 @@ def _child(case_path: str, model_dir: str) -> dict[str, Any]:
     model = SegmentationModel(Path(model_dir) / manifest.file, manifest)
     data = Path(case_path).read_bytes()  # the download: its bytes are charged separately
     imaging.configure_pillow(10**9)
-    baseline = _status_kib("VmRSS")
+    baseline = status_kib(os.getpid(), "VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     decoded = imaging.decode_image(data, max_pixels=10**9, size=manifest.input_size)
     prediction = model.segment(decoded.array)
     png = imaging.encode_mask(prediction.classes, decoded.original_size)
-    peak = _status_kib("VmHWM")
+    peak = status_kib(os.getpid(), "VmHWM")
     width, height = decoded.original_size
     return {
         "pixels": width * height,
@@ -94,13 +97,6 @@ def _child(case_path: str, model_dir: str) -> dict[str, Any]:
         "idle_rss_bytes": baseline * 1024,
         "mask_bytes": len(png),
     }
-
-
-def _status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
 
 
 def measure(

@@ -54,6 +54,7 @@ from bench import venvs as venvs_lib
 from bench.engines import TF_ENGINES, engine_names, is_tensorflow
 from bench.images import ensure_images
 from bench.models import CACHE_ROOT, DONE_MARKER, REPO_ROOT, VARIANTS, model_dir
+from bench.worker import quantile
 
 PY = sys.executable
 THREAD_COUNTS = (1, 2)
@@ -453,7 +454,7 @@ def measure_e2e(models: Path, image: Path, cfg: argparse.Namespace) -> dict[str,
         "sequential": {
             "count": len(latencies),
             "p50_ms": round(1e3 * statistics.median(latencies), 1),
-            "p95_ms": round(1e3 * _quantile(latencies, 0.95), 1),
+            "p95_ms": round(1e3 * quantile(latencies, 0.95), 1),
         },
         "burst": {
             "count": len(burst),
@@ -462,11 +463,6 @@ def measure_e2e(models: Path, image: Path, cfg: argparse.Namespace) -> dict[str,
         },
         "note": "one function instance (functions-framework), local emulators; poll every 20 ms",
     }
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure_throughput(

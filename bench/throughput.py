@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.worker import quantile
+
 # --- the injected storage round trip (a parameter: --storage-latency-ms, --storage-bandwidth) --
 #
 # Source: Cloud Storage FUSE's published gRPC/HTTP benchmarks (GoogleCloudPlatform/gcsfuse,
@@ -88,12 +90,6 @@ def busy_seconds(intervals: Iterable[tuple[float, float]]) -> float:
     if current_end is not None:
         total += current_end - current_start
     return total
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile (the same rule as the rest of the bench)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def level_row(concurrency: int, intervals: Sequence[tuple[float, float]]) -> dict[str, Any]:
@@ -163,7 +159,8 @@ def pin(pids: Iterable[int], cpu: int) -> str:
     return f"taskset -a -p -c {cpu}" if tool else f"sched_setaffinity per thread to CPU {cpu}"
 
 
-def _status_kib(pid: int, key: str) -> int:
+def status_kib(pid: int, key: str) -> int:
+    """A `/proc/<pid>/status` figure in kB (VmRSS, VmHWM); 0 when the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -176,7 +173,7 @@ def _status_kib(pid: int, key: str) -> int:
 def group_memory_mib(pgid: int) -> dict[str, float]:
     """Peak RSS (VmHWM) of each process of the group, their sum (an upper bound: pages the
     worker shares with the master it forked from count twice) and the largest one."""
-    peaks = [_status_kib(pid, "VmHWM") / 1024 for pid in group_pids(pgid)]
+    peaks = [status_kib(pid, "VmHWM") / 1024 for pid in group_pids(pgid)]
     return {
         "peak_rss_sum_mib": round(sum(peaks), 1),
         "peak_rss_largest_process_mib": round(max(peaks, default=0.0), 1),

@@ -123,7 +123,7 @@ def latency(args: argparse.Namespace) -> dict:
                 "image": image,
                 "repeats": len(slot["total"]),
                 **{f"{stage}_ms": _ms(statistics.median(v)) for stage, v in slot.items()},
-                "total_p90_ms": _ms(_quantile(slot["total"], 0.9)),
+                "total_p90_ms": _ms(quantile(slot["total"], 0.9)),
             }
         )
     return {
@@ -142,7 +142,8 @@ def latency(args: argparse.Namespace) -> dict:
     }
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile: the one rule of every p50/p90/p95 the bench reports."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
