@@ -98,6 +98,13 @@ def _add_score(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="score the first N photos of the split")
     parser.add_argument("--sheet", type=Path, help="write the worst and best photos here (PNG)")
     parser.add_argument("--json", type=Path, help="write the scores, per photo too, here")
+    parser.add_argument(
+        "--test-time-flip",
+        choices=("manifest", "on", "off"),
+        default="manifest",
+        help="serve with flip averaging as the manifest says (default), or score as if it said "
+        "on or off",
+    )
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
@@ -183,6 +190,13 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
         help="choose the fastest variant at this many interpreter threads; match the "
         f"function's NUM_THREADS (default {DEFAULT_SELECTION_THREADS}: 1 vCPU)",
     )
+    group.add_argument(
+        "--test-time-flip",
+        action="store_true",
+        help="serve with flip averaging (the manifest's test_time_flip): the logits of each "
+        "image and of its mirror image are averaged, two inferences per image; Keras and every "
+        "variant are scored and timed that way",
+    )
     group.add_argument("--eval-limit", type=int, help="evaluate the first N held-out examples")
     group.add_argument("--latency-samples", type=int, default=30)
 
@@ -234,14 +248,17 @@ def train_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy)
 def score(args: argparse.Namespace) -> int:
     import json
 
-    from model_build.serving_score import score_folder
+    from model_build.serving_score import score_folder, serving
 
-    result = score_folder(args.model_dir, args.data_dir, args.split, args.limit, args.sheet)
+    flip = {"manifest": None, "on": True, "off": False}[args.test_time_flip]
+    result = score_folder(
+        args.model_dir, args.data_dir, args.split, args.limit, args.sheet, flip=flip
+    )
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in result.scores["per_class_iou"].items())
     print(
-        f"{result.model_version} ({result.quantization}) on {result.examples} {args.split} "
+        f"{result.model_version} ({serving(result)}) on {result.examples} {args.split} "
         f"photos through the function's path: mIoU {result.scores['miou']:.3f}, "
         f"pixel accuracy {result.scores['pixel_accuracy']:.3f} ({per_class})"
     )
@@ -290,7 +307,11 @@ def run(args: argparse.Namespace) -> int:
         steps.convert_step(args.out, data_config(args), args.representative_count)
     if args.step in ("evaluate", "all"):
         options = steps.EvaluateOptions(
-            args.tolerance, args.selection_threads, args.eval_limit, args.latency_samples
+            args.tolerance,
+            args.selection_threads,
+            args.eval_limit,
+            args.latency_samples,
+            args.test_time_flip,
         )
         chosen = steps.evaluate_step(args.out, data_config(args), options)
         print(f"model: {args.out / layout.MODEL_DIR} (version {chosen['version']})")

@@ -1,5 +1,9 @@
 """Evaluate Keras and every TFLite variant on the held-out split, pick one, write its manifest.
 
+With `test_time_flip`, Keras and every variant are scored (and timed) as the function serves such
+a manifest: the logits of each image and of its mirror image, averaged (segmentation.model's
+`flip_average`, the function's own code).
+
 TFLite variants run through LiteRT (`ai_edge_litert`), the interpreter package the Cloud Function
 uses, so the figures describe what production will run.
 """
@@ -19,7 +23,7 @@ import keras
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from segmentation.contract import LOW_CONFIDENCE_THRESHOLD
-from segmentation.model import output_quantization, quality_signals
+from segmentation.model import flip_average, mirror, output_quantization, quality_signals
 from segmentation.results import QualitySignals
 
 from model_build import metrics, progress
@@ -53,18 +57,26 @@ class Evaluation:
     examples: int
     keras: dict[str, object]
     variants: dict[str, VariantResult] = field(default_factory=dict)
+    test_time_flip: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
             "examples": self.examples,
+            "test_time_flip": self.test_time_flip,
             "keras": self.keras,
             "variants": {name: asdict(result) for name, result in self.variants.items()},
         }
 
 
-def keras_class_maps(model: keras.Model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Class maps [N, H, W] from the Keras model in inference mode."""
+def keras_class_maps(
+    model: keras.Model, images: np.ndarray, batch_size: int = 16, flip: bool = False
+) -> np.ndarray:
+    """Class maps [N, H, W] from the Keras model in inference mode (flip-averaged with `flip`)."""
     logits = model.predict(images, batch_size=batch_size, verbose=0)
+    if flip:
+        logits = flip_average(
+            logits, model.predict(mirror(images), batch_size=batch_size, verbose=0)
+        )
     return np.argmax(logits, axis=-1).astype(np.uint8)
 
 
@@ -73,8 +85,10 @@ def tflite_class_maps(
     images: np.ndarray,
     num_threads: int,
     signals: list[QualitySignals] | None = None,
+    flip: bool = False,
 ) -> tuple[np.ndarray, list[float], str]:
     """Runs a batch-1 TFLite model image by image: (class maps, per-image ms, output dtype).
+    With `flip`, each image is also run mirrored and the logits averaged, inside the timed span.
 
     With a `signals` list, each image's quality signals (segmentation.model.quality_signals, the
     function's own computation, dequantizing with the output's scale and zero point) are
@@ -86,13 +100,20 @@ def tflite_class_maps(
     output_detail = interpreter.get_output_details()[0]
     scale, zero_point = output_quantization(output_detail)
     maps, timings = [], []
-    for index, image in enumerate(_with_warmup(images)):
-        batch = image[np.newaxis].astype(input_detail["dtype"])
-        interpreter.set_tensor(input_detail["index"], batch)
-        start = time.perf_counter()
+
+    def run(image: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(
+            input_detail["index"], image[np.newaxis].astype(input_detail["dtype"])
+        )
         interpreter.invoke()
+        return interpreter.get_tensor(output_detail["index"])[0]
+
+    for index, image in enumerate(_with_warmup(images)):
+        start = time.perf_counter()
+        logits = run(image)
+        if flip:
+            logits = flip_average(logits, run(mirror(image)), scale, zero_point)
         timings.append((time.perf_counter() - start) * 1000.0)
-        logits = interpreter.get_tensor(output_detail["index"])[0]
         maps.append(np.argmax(logits, axis=-1))
         if signals is not None and index >= WARMUP_RUNS:
             signals.append(quality_signals(logits, scale, zero_point))
@@ -136,16 +157,17 @@ def evaluate(
     masks: np.ndarray,
     threads: tuple[int, ...] = MEASURED_THREADS,
     latency_samples: int = 30,
+    test_time_flip: bool = False,
 ) -> Evaluation:
     """Scores Keras and each variant against the masks; times each variant per thread count."""
-    keras_maps = keras_class_maps(model, images)
+    keras_maps = keras_class_maps(model, images, flip=test_time_flip)
     keras_scores = metrics.summarize(
         metrics.confusion_matrix(masks, keras_maps, NUM_CLASSES), CLASS_NAMES
     )
-    evaluation = Evaluation(examples=len(images), keras=keras_scores)
+    evaluation = Evaluation(len(images), keras_scores, test_time_flip=test_time_flip)
     for variant, path in progress.bar(variant_paths.items(), "evaluate", "variant"):
         evaluation.variants[variant] = _evaluate_variant(
-            variant, Path(path), images, masks, keras_maps, threads, latency_samples
+            variant, Path(path), images, masks, keras_maps, threads, latency_samples, test_time_flip
         )
         log.info("evaluated variant", extra=_summary(evaluation.variants[variant]))
     return evaluation
@@ -159,13 +181,14 @@ def _evaluate_variant(
     keras_maps: np.ndarray,
     threads: tuple[int, ...],
     latency_samples: int,
+    flip: bool = False,
 ) -> VariantResult:
     signals: list[QualitySignals] = []
-    maps, _, output_dtype = tflite_class_maps(path, images, max(threads), signals)
+    maps, _, output_dtype = tflite_class_maps(path, images, max(threads), signals, flip)
     scores = metrics.summarize(metrics.confusion_matrix(masks, maps, NUM_CLASSES), CLASS_NAMES)
     latency = {}
     for count in threads:
-        _, timings, _ = tflite_class_maps(path, images[:latency_samples], num_threads=count)
+        _, timings, _ = tflite_class_maps(path, images[:latency_samples], count, flip=flip)
         latency[str(count)] = round(statistics.median(timings), 3)
     return VariantResult(
         variant=variant,

@@ -34,6 +34,7 @@ from segmentation.contract import (
     QUALITY_SIGNALS,
     SCHEMA_FILE,
     SCHEMA_VERSION,
+    TEST_TIME_FLIP,
 )
 from segmentation.errors import ModelContractError
 from segmentation.manifest import parse_manifest
@@ -129,6 +130,7 @@ def _document(
     selection: dict[str, Any],
     training: dict[str, Any],
     created: datetime,
+    test_time_flip: bool = False,
 ) -> dict[str, Any]:
     """Every manifest is assembled here and validated before it is returned."""
     manifest = {
@@ -140,6 +142,7 @@ def _document(
         "size_bytes": len(model_bytes),
         **io,
         "quantization": quantization,
+        TEST_TIME_FLIP: test_time_flip,
         "metrics": metrics,
         "selection": selection,
         "training": training,
@@ -201,6 +204,7 @@ def build_manifest(
         },
         training=training,
         created=created,
+        test_time_flip=evaluation.test_time_flip,
     )
 
 

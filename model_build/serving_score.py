@@ -6,7 +6,9 @@ Each photo's bytes go through `segmentation.imaging.decode_image` (JPEG draft de
 orientation, the resize the function does), `SegmentationModel.predict` (LiteRT, the manifest's
 contract checks) and `encode_mask` (the PNG users get, at the photo's own size); the mask is then
 compared with the trimap at full resolution. evaluate's figures are at 128x128 on arrays
-prepared by model_build; these are what a user who uploads the photo gets.
+prepared by model_build; these are what a user who uploads the photo gets. `flip` overrides the
+manifest's `test_time_flip`, to see what serving a model with (or without) flip averaging would
+give before publishing it so.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import io
 import logging
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ NUM_CLASSES = len(CLASS_NAMES)
 class ServingScore:
     model_version: str
     quantization: str
+    test_time_flip: bool
     split: str
     examples: int
     scores: dict[str, Any]  # metrics.summarize over every pixel of every photo
@@ -48,6 +51,7 @@ class ServingScore:
         return {
             "model_version": self.model_version,
             "quantization": self.quantization,
+            "test_time_flip": self.test_time_flip,
             "split": self.split,
             "examples": self.examples,
             **self.scores,
@@ -63,6 +67,7 @@ def score_folder(
     limit: int | None = None,
     sheet: Path | None = None,
     sheet_rows: int = 4,
+    flip: bool | None = None,
 ) -> ServingScore:
     """Scores `model_dir` on a split of an Oxford-layout folder; optionally draws the sheet."""
     if split not in SPLITS:
@@ -70,8 +75,17 @@ def score_folder(
     names = oxford_folder.split_names(root)[SPLITS.index(split)][:limit]
     with tempfile.TemporaryDirectory(prefix="score-cache-") as cache:
         model = load_model(str(model_dir), store=None, cache_dir=cache, num_threads=1)
+        if flip is not None:
+            model.manifest = replace(model.manifest, test_time_flip=flip)
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-        result = ServingScore(model.version, model.manifest.raw["quantization"], split, 0, {})
+        result = ServingScore(
+            model.version,
+            model.manifest.quantization,
+            model.manifest.test_time_flip,
+            split,
+            0,
+            {},
+        )
         examples: list[quality_sheet.Example] = []
         for name in progress.bar(names, f"score {split}", "photo"):
             try:
@@ -90,11 +104,16 @@ def score_folder(
     result.scores = metrics.summarize(confusion, CLASS_NAMES)
     if sheet is not None:
         title = (
-            f"{model.version} ({result.quantization}) on {len(examples)} {split} photos "
+            f"{model.version} ({serving(result)}) on {len(examples)} {split} photos "
             f"through the function's path: mIoU {result.scores['miou']:.3f}"
         )
         quality_sheet.write(examples, sheet, title, sheet_rows)
     return result
+
+
+def serving(result: ServingScore) -> str:
+    """How the model was served: its variant, and flip averaging when on."""
+    return result.quantization + (", flip-averaged" if result.test_time_flip else "")
 
 
 def _segment_one(model: Any, root: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from segmentation.contract import TEST_TIME_FLIP
 
 from model_build import config, convert, evaluate, manifest, plots, quality_sheet
 from model_build import data as data_lib
@@ -42,6 +43,7 @@ class EvaluateOptions:
     selection_threads: int = config.DEFAULT_SELECTION_THREADS
     limit: int | None = None  # evaluate on the first N held-out examples (None: all)
     latency_samples: int = 30
+    test_time_flip: bool = False  # serve (and so measure) with flip averaging
 
 
 def load_keras_model(out: Path) -> keras.Model:
@@ -81,7 +83,13 @@ def evaluate_step(
     images, masks = data_lib.to_numpy(splits.test, limit=options.limit)
     threads = tuple(sorted({*evaluate.MEASURED_THREADS, options.selection_threads}))
     result = evaluate.evaluate(
-        model, variant_paths(out), images, masks, threads, options.latency_samples
+        model,
+        variant_paths(out),
+        images,
+        masks,
+        threads,
+        options.latency_samples,
+        options.test_time_flip,
     )
     selection = evaluate.select_variant(
         result.variants,
@@ -130,7 +138,8 @@ def _write_quality_sheet(
     chosen: dict[str, Any],
 ) -> Path:
     """The worst and best held-out examples of the chosen variant, next to its manifest."""
-    maps, _, _ = evaluate.tflite_class_maps(model_path, images, num_threads=1)
+    flip = bool(chosen.get(TEST_TIME_FLIP))
+    maps, _, _ = evaluate.tflite_class_maps(model_path, images, num_threads=1, flip=flip)
     names = splits.test_names or [f"test #{i}" for i in range(len(images))]
     examples = [
         quality_sheet.Example(

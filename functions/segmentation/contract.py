@@ -46,6 +46,10 @@ VARIANTS = ("float32", "float16", "dynamic_range", "int8")
 # chosen variant's baseline on the test split, measured with the same threshold (and recording it).
 LOW_CONFIDENCE_THRESHOLD = 0.5
 QUALITY_SIGNALS = "quality_signals"
+# Optional boolean: serve with test-time flip averaging. The logits of the image and of its
+# mirror image (mirrored back) are averaged before the argmax: two inferences per image, for the
+# quality the manifest's metrics state (model_build measures them the same way). Absent: false.
+TEST_TIME_FLIP = "test_time_flip"
 # A version (and so a path component under the model family): no '/', no leading '.'.
 SAFE_COMPONENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SAFE_COMPONENT = re.compile(SAFE_COMPONENT_PATTERN)

@@ -28,6 +28,7 @@ from segmentation.contract import (
     SAFE_COMPONENT,
     SCHEMA_VERSION,
     SHA256,
+    TEST_TIME_FLIP,
 )
 from segmentation.errors import ModelContractError
 
@@ -48,6 +49,7 @@ class Manifest:
     classes: tuple[str, ...]
     quantization: str
     raw: Mapping[str, Any]
+    test_time_flip: bool = False  # average the logits of the image and of its mirror image
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -69,6 +71,9 @@ def _manifest_fields(doc: Mapping[str, Any]) -> Manifest:
     if doc["schema_version"] != SCHEMA_VERSION:
         raise ValueError(f"schema_version {doc['schema_version']!r} is not {SCHEMA_VERSION}")
     size = doc.get("size_bytes")
+    flip = doc.get(TEST_TIME_FLIP, False)
+    if not isinstance(flip, bool):
+        raise ValueError(f"{TEST_TIME_FLIP} {flip!r} is not true or false")
     return Manifest(
         name=str(doc["name"]),
         version=str(doc["version"]),
@@ -82,6 +87,7 @@ def _manifest_fields(doc: Mapping[str, Any]) -> Manifest:
         classes=tuple(str(c) for c in doc["output"]["classes"]),
         quantization=str(doc.get("quantization", "")),
         raw=doc,
+        test_time_flip=flip,
     )
 
 

@@ -11,7 +11,9 @@ LiteRT's `Interpreter` is not thread-safe: a model keeps a pool of them, one per
 `predict` at a time, at most `pool_size` (the instance's CONCURRENCY), made on demand and reused
 by whichever thread comes next. More server threads than that wait for a free interpreter instead
 of each building its own, so the interpreters' memory is bounded by the concurrency the memory
-budget was checked for (segmentation/memory.py).
+budget was checked for (segmentation/memory.py). A manifest with `test_time_flip` is served
+with flip averaging: each request runs its interpreter on the image and on its mirror image and
+averages the logits (`flip_average`), as model_build did when it measured the manifest's metrics.
 `ai_edge_litert` is preferred, `tflite_runtime` is the fallback; TensorFlow is never imported.
 This module also runs on Python 3.11 with tflite-runtime (its last wheels), so no 3.12 syntax.
 
@@ -293,11 +295,13 @@ class SegmentationModel:
         if image.shape != expected:
             raise ValueError(f"image shape {image.shape} is not the model input {expected}")
         with self._slot() as slot:
-            batch = image[np.newaxis].astype(slot.input_dtype, copy=False)
-            slot.interpreter.set_tensor(slot.input_index, batch)
-            slot.interpreter.invoke()
-            # get_tensor copies: the next user of this interpreter cannot change what we return.
-            return slot.interpreter.get_tensor(slot.output_index)[0], slot
+            logits = slot.run(image)
+            if not self.manifest.test_time_flip:
+                return logits, slot
+            averaged = flip_average(
+                logits, slot.run(mirror(image)), slot.output_scale, slot.output_zero_point
+            )
+            return averaged, slot
 
     @contextmanager
     def _slot(self) -> Iterator[_Slot]:
@@ -340,6 +344,14 @@ class _Slot:
     output_index: int
     output_scale: float
     output_zero_point: int = 0
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """The raw output tensor (H, W, classes) for one (H, W, 3) image."""
+        batch = image[np.newaxis].astype(self.input_dtype, copy=False)
+        self.interpreter.set_tensor(self.input_index, batch)
+        self.interpreter.invoke()
+        # get_tensor copies: the next user of this interpreter cannot change what we return.
+        return self.interpreter.get_tensor(self.output_index)[0]
 
     @classmethod
     def checked(cls, interpreter: Any, manifest: Manifest) -> _Slot:
@@ -387,6 +399,21 @@ def dequantize(logits: np.ndarray, scale: float = 0.0, zero_point: int = 0) -> n
         values = logits.astype(np.float32) - np.float32(zero_point)
         return values * np.float32(scale) if scale else values
     return logits.astype(np.float32, copy=False)
+
+
+def mirror(array: np.ndarray) -> np.ndarray:
+    """Left-right mirror of an image or logits, (H, W, C) or batched (N, H, W, C)."""
+    return np.flip(array, axis=-2)
+
+
+def flip_average(
+    logits: np.ndarray, mirrored: np.ndarray, scale: float = 0.0, zero_point: int = 0
+) -> np.ndarray:
+    """Test-time flip (the manifest's `test_time_flip`): the mean of an image's logits and of
+    its mirror image's logits mirrored back, as real-valued float32. Both come from the same
+    output tensor, so one scale and zero point dequantize them; (H, W, C) or (N, H, W, C)."""
+    total = dequantize(logits, scale, zero_point) + mirror(dequantize(mirrored, scale, zero_point))
+    return total * np.float32(0.5)
 
 
 def quality_signals(

@@ -78,6 +78,7 @@ def test_the_contract_module_mirrors_the_schema() -> None:
     assert props["version"]["pattern"] == contract.SAFE_COMPONENT_PATTERN
     assert props["sha256"]["pattern"] == contract.SHA256_PATTERN
     assert props["quantization"]["enum"] == list(contract.VARIANTS)
+    assert props[contract.TEST_TIME_FLIP]["type"] == "boolean"
     assert inputs["dtype"]["enum"] == list(contract.INPUT_DTYPES)
     assert inputs["value_range"]["const"] == list(contract.INPUT_VALUE_RANGE)
     assert inputs["color"]["const"] == contract.COLOR
@@ -122,6 +123,8 @@ def test_every_copy_of_classes_and_variants_is_the_contracts() -> None:
         (("output", "kind"), "probabilities"),
         (("output", "classes"), ["background", "pet", "border"]),
         (("output", "classes"), ["pet", "background", "border", "sky"]),
+        ((contract.TEST_TIME_FLIP,), "yes"),
+        ((contract.TEST_TIME_FLIP,), 1),
     ],
 )
 def test_the_schema_and_the_function_refuse_the_same_manifests(

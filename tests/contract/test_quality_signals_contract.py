@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = ["function"]
 
 REPO = Path(__file__).resolve().parents[2]
 tiny_int8_model_dir = fake_fixtures.tiny_int8_model_dir
+tiny_lopsided_model_dir = fake_fixtures.tiny_lopsided_model_dir
 
 QUALITY_KEYS = {
     storage.META_MEAN_CONFIDENCE,
@@ -92,17 +94,33 @@ def test_lines_without_a_mask_log_quality_as_null(function: SimpleNamespace, cap
 # --- the baseline: model_build measures what the function logs -------------------------------
 
 
-def test_model_build_measures_the_functions_signals(tiny_int8_model_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "flip"),
+    [
+        ("tiny_int8_model_dir", False),
+        ("tiny_lopsided_model_dir", False),
+        ("tiny_lopsided_model_dir", True),
+    ],
+)
+def test_model_build_measures_the_functions_signals(
+    fixture: str, flip: bool, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Masks and signals, flip-averaged or not, are the same on both sides: what the manifest
+    states is what the function serves."""
+    source = request.getfixturevalue(fixture)
+    directory = tmp_path / "model"
+    shutil.copytree(source, directory)
+    document = json.loads((directory / contract.MANIFEST_FILE).read_text())
+    document[contract.TEST_TIME_FLIP] = flip
+    (directory / contract.MANIFEST_FILE).write_text(json.dumps(document))
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (4, 128, 128, 3), dtype=np.uint8)
     signals: list[QualitySignals] = []
     maps, _, dtype = evaluate.tflite_class_maps(
-        tiny_int8_model_dir / "model.tflite", images, 1, signals
+        directory / "model.tflite", images, 1, signals, flip=flip
     )
-    assert dtype == "int8" and len(signals) == len(images)  # warm-up runs are not counted
-    model = load_model(
-        str(tiny_int8_model_dir), store=None, cache_dir="/nonexistent", num_threads=1
-    )
+    assert dtype == document["output"]["dtype"] and len(signals) == len(images)  # no warm-ups
+    model = load_model(str(directory), store=None, cache_dir="/nonexistent", num_threads=1)
     for image, classes, measured in zip(images, maps, signals, strict=True):
         prediction = model.segment(image)
         assert (prediction.classes == classes).all()

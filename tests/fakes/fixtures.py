@@ -53,6 +53,12 @@ def tiny_int8_model_dir(request: pytest.FixtureRequest) -> Path:
     return _cached_model(request, "int8")
 
 
+@pytest.fixture(scope="session")
+def tiny_lopsided_model_dir(request: pytest.FixtureRequest) -> Path:
+    """A float32 one that is not mirror-symmetric (tiny_model's "lopsided")."""
+    return _cached_model(request, "lopsided")
+
+
 @pytest.fixture
 def tiny_model_copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
     """A writable copy of the float32 model directory (for tampering tests)."""

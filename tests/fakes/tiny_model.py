@@ -8,7 +8,10 @@ Weights are constants (no Keras, no variables), so the int8 calibrator works too
 
 `build_tiny_model(directory, variant)` writes model.tflite + manifest.json and returns the
 manifest: model_build's `unmeasured_manifest`, so it passes the schema like a published one.
-Variants: "float32" (float logits) and "int8" (int8 output logits).
+Variants: "float32" (float logits) and "int8" (int8 output logits), and "lopsided": float32 with
+a left-to-right ramp added to the pet logit (-1.5 at the left edge, +1.5 at the right), so the
+right half of a green picture comes out pet. It is the one that is not mirror-symmetric: flip
+averaging (the manifest's test_time_flip) cancels the ramp and gives the colour classes back.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 import numpy as np
 
 SIZE = 128
-BUILDER_VERSION = 2  # bump when the model or manifest this module writes changes
+BUILDER_VERSION = 3  # bump when the model or manifest this module writes changes
 CREATED = datetime(2026, 11, 21, tzinfo=UTC)
+RAMP = 1.5  # the lopsided variant's pet-logit offset at the right edge (minus at the left)
 
 
 def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any]:
@@ -31,13 +35,18 @@ def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any
     directory.mkdir(parents=True, exist_ok=True)
     eye = tf.constant(np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3))
     bias = tf.constant(np.zeros(3, np.float32))
+    ramp = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    if variant == "lopsided":
+        ramp[..., 0] = np.linspace(-RAMP, RAMP, SIZE, dtype=np.float32)[np.newaxis, :]
+    offset = tf.constant(ramp)
     spec = tf.TensorSpec([1, SIZE, SIZE, 3], tf.uint8, name="image")
 
     @tf.function(input_signature=[spec])
     def serve(image: tf.Tensor) -> tf.Tensor:
         scaled = tf.cast(image, tf.float32) / 255.0
         mixed = tf.nn.conv2d(scaled, eye, strides=1, padding="SAME")
-        return tf.nn.bias_add(tf.nn.conv2d(mixed, eye, strides=1, padding="SAME"), bias)
+        logits = tf.nn.bias_add(tf.nn.conv2d(mixed, eye, strides=1, padding="SAME"), bias)
+        return logits + offset
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
     output_dtype = "float32"
@@ -56,7 +65,7 @@ def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any
         ]
         converter.inference_output_type = tf.int8
         output_dtype = "int8"
-    elif variant != "float32":
+    elif variant not in ("float32", "lopsided"):
         raise ValueError(variant)
     flatbuffer = converter.convert()
     (directory / "model.tflite").write_bytes(flatbuffer)
@@ -72,7 +81,7 @@ def tiny_manifest(flatbuffer: bytes, *, variant: str, output_dtype: str) -> dict
         flatbuffer,
         name="tiny-colour-classifier",
         version=f"20261121-000000-tiny{variant.replace('_', '')}",
-        quantization=variant,
+        quantization="int8" if variant == "int8" else "float32",
         image_size=SIZE,
         output_dtype=output_dtype,
         note="test fake: fixed weights, a colour classifier",

@@ -36,6 +36,23 @@ def test_default_model_segments_real_test_photos_above_the_floor(real_subset, tm
         assert iou is not None and iou > 0.35, name  # no class given up, border included
 
 
+@pytest.fixture(scope="module")
+def scores_by_flip(real_subset):
+    return {
+        flip: score_folder(DEFAULT_MODEL_DIR, real_subset, "test", flip=flip)
+        for flip in (False, True)
+    }
+
+
+def test_flip_averaging_gains_on_real_photos(scores_by_flip):
+    """Averaging with the mirror image (`test_time_flip`) must help, not hurt: a mirror along
+    the wrong axis, or the mirror image's logits not mirrored back, would cost points here."""
+    plain, flipped = scores_by_flip[False], scores_by_flip[True]
+    assert (plain.test_time_flip, flipped.test_time_flip) == (False, True)
+    assert flipped.scores["miou"] >= plain.scores["miou"] + 0.005, (plain.scores, flipped.scores)
+    assert flipped.scores["pixel_accuracy"] >= plain.scores["pixel_accuracy"]
+
+
 def test_default_manifest_reports_real_photo_metrics(manifest):
     data = manifest["metrics"]["data"]
     assert data["dataset"] == "folder:oxford-iiit-pet-subset"

@@ -144,3 +144,37 @@ def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tm
     assert set(scores["per_image_miou"]) == set(names[1:])
     assert 0 <= scores["miou"] <= 1 and sheet.stat().st_size > 0
     assert f"mIoU {scores['miou']:.3f}" in capsys.readouterr().out
+
+
+def test_evaluate_with_test_time_flip_writes_a_manifest_the_function_serves_so(
+    model_run_dir, tmp_path, capsys
+):
+    """`evaluate --test-time-flip` over the chain's run: the manifest says so, every figure was
+    measured flip-averaged, and the function and `score` serve it flip-averaged."""
+    import shutil
+
+    from segmentation.model import load_model
+
+    from model_build.cli import main
+    from tests.fakes.oxford import write_oxford_folder
+
+    run = tmp_path / "run"
+    shutil.copytree(model_run_dir, run, ignore=shutil.ignore_patterns("checkpoints"))
+    data = ["--data", "synthetic", "--synthetic-train-size", "48", "--synthetic-test-size", "12"]
+    assert (
+        main(["evaluate", *data, "--latency-samples", "3", "--test-time-flip", "--out", str(run)])
+        == 0
+    )
+    _, chosen = manifest_lib.read_model_dir(run / "model")
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    assert chosen["test_time_flip"] is True and evaluation["test_time_flip"] is True
+    plain = json.loads((model_run_dir / "evaluation.json").read_text())
+    assert plain["test_time_flip"] is False
+    model = load_model(str(run / "model"), store=None, cache_dir=str(tmp_path), num_threads=1)
+    assert model.manifest.test_time_flip
+
+    root = write_oxford_folder(tmp_path / "pets", ["cat_0", "cat_1"])
+    (root / "annotations" / "trainval.txt").write_text("cat_0 1 1 1\n")
+    (root / "annotations" / "test.txt").write_text("cat_1 1 1 1\n")
+    assert main(["score", "--model-dir", str(run / "model"), "--data-dir", str(root)]) == 0
+    assert "flip-averaged" in capsys.readouterr().out

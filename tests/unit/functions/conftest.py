@@ -9,11 +9,16 @@ from segmentation import logs
 from segmentation.model import SegmentationModel, load_model
 from segmentation.settings import Settings
 
-from tests.fakes.fixtures import tiny_int8_model_dir, tiny_model_copy, tiny_model_dir
+from tests.fakes.fixtures import (
+    tiny_int8_model_dir,
+    tiny_lopsided_model_dir,
+    tiny_model_copy,
+    tiny_model_dir,
+)
 from tests.fakes.notifications import OUTPUT_BUCKET
 from tests.fakes.storage import FakeObjectStore
 
-__all__ = ["tiny_int8_model_dir", "tiny_model_copy", "tiny_model_dir"]
+__all__ = ["tiny_int8_model_dir", "tiny_lopsided_model_dir", "tiny_model_copy", "tiny_model_dir"]
 
 
 @pytest.fixture(autouse=True)

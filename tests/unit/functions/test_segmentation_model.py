@@ -140,6 +140,69 @@ def test_a_pool_of_interpreters_bounded_by_pool_size_never_shared(
     assert all(kwargs["num_threads"] == 3 for kwargs in created)
 
 
+# --- test-time flip averaging (the manifest's test_time_flip) ----------------------------------
+
+
+def _with_flip(directory: Path, target: Path, flip: bool) -> Path:
+    shutil.copytree(directory, target)
+    _write_manifest(target, test_time_flip=flip)
+    return target
+
+
+def _counting_model(directory: Path, invocations: list[int]) -> SegmentationModel:
+    factory = model_lib.interpreter_class()
+
+    class Counting:
+        def __init__(self, **kwargs: Any) -> None:
+            self._inner = factory(**kwargs)
+
+        def invoke(self) -> None:
+            invocations.append(1)
+            self._inner.invoke()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    manifest = parse_manifest(_manifest(directory))
+    return SegmentationModel(directory / "model.tflite", manifest, interpreter_factory=Counting)
+
+
+def test_a_lopsided_model_without_flip_averaging_keeps_its_bias(
+    tiny_lopsided_model_dir: Path, tmp_path: Path
+) -> None:
+    invocations: list[int] = []
+    model = _counting_model(_with_flip(tiny_lopsided_model_dir, tmp_path / "m", False), invocations)
+    classes = model.predict(_colour_image())
+    assert invocations == [1]
+    # Green (background, x >= 64 below the blue band) turns pet where the ramp passes 200/255.
+    assert (classes[16:, 100:] == 0).all() and (classes[16:, 64:90] == 1).all()
+
+
+def test_flip_averaging_runs_the_mirror_image_and_cancels_the_bias(
+    tiny_lopsided_model_dir: Path, tmp_path: Path
+) -> None:
+    invocations: list[int] = []
+    model = _counting_model(_with_flip(tiny_lopsided_model_dir, tmp_path / "m", True), invocations)
+    assert model.manifest.test_time_flip
+    prediction = model.segment(_colour_image())
+    assert invocations == [1, 1]  # the image, then its mirror image
+    assert (prediction.classes == _expected_classes()).all()
+    # The signals are those of the averaged logits: the same as the unbiased colour model's.
+    plain = load_model(str(tiny_lopsided_model_dir), store=None, cache_dir="/x", num_threads=1)
+    assert prediction.quality != plain.segment(_colour_image()).quality
+
+
+def test_flip_average_dequantizes_then_mirrors_back() -> None:
+    logits = np.array([[[10, 0], [0, 10], [4, 4]]], np.int8)  # (H=1, W=3, C=2)
+    mirrored = np.array([[[2, 2], [0, 10], [10, 0]]], np.int8)
+    averaged = model_lib.flip_average(logits, mirrored, scale=0.5, zero_point=2)
+    expected = ((logits - 2) * 0.5 + ((mirrored - 2) * 0.5)[:, ::-1]) / 2
+    assert averaged.dtype == np.float32
+    np.testing.assert_allclose(averaged, expected)
+    batched = model_lib.flip_average(logits[np.newaxis], mirrored[np.newaxis], 0.5, 2)
+    np.testing.assert_allclose(batched[0], expected)  # the width axis is -2 in both shapes
+
+
 def test_pool_size_must_be_positive(tiny_model_dir: Path) -> None:
     manifest = parse_manifest(_manifest(tiny_model_dir))
     with pytest.raises(ValueError, match="pool_size"):

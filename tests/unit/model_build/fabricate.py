@@ -9,6 +9,13 @@ from model_build import manifest
 from model_build.evaluate import Evaluation, Selection, VariantResult
 
 CLASS_IOU = {"pet": 0.7, "background": 0.9, "border": 0.3}
+TRAINING = {
+    "dataset": "synthetic",
+    "dataset_version": "1",
+    "epochs": 1,
+    "tensorflow_version": "2.21.0",
+    "git_commit": "abc",
+}
 
 
 def variant(name: str, miou: float, ms_1: float, ms_2: float, size: int = 1000) -> VariantResult:
@@ -47,13 +54,7 @@ def model_dir(
         Selection("int8", True, "fastest"),
         tolerance_points=1.0,
         threads=2,
-        training={
-            "dataset": "synthetic",
-            "dataset_version": "1",
-            "epochs": 1,
-            "tensorflow_version": "2.21.0",
-            "git_commit": "abc",
-        },
+        training=TRAINING,
         data_description={"dataset": "synthetic", "version": "1"},
         image_size=128,
         created=created,

@@ -1,13 +1,15 @@
 import copy
 import json
 
+import numpy as np
 import pytest
+from segmentation.manifest import parse_manifest
 
 from model_build import manifest
-from model_build.evaluate import select_variant
+from model_build.evaluate import Selection, keras_class_maps, select_variant
 from model_build.manifest import ManifestError
 
-from .fabricate import evaluation, model_dir, variant
+from .fabricate import TRAINING, evaluation, model_dir, variant
 
 
 def test_selection_picks_the_fastest_variant_within_tolerance():
@@ -60,6 +62,43 @@ def test_manifest_is_schema_valid_and_self_consistent(tmp_path):
     }
     assert chosen["metrics"]["tflite"]["miou"] == evaluation().variants["int8"].miou
     assert set(chosen["selection"]["candidates"]) == {"float32", "int8"}
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_manifest_says_whether_its_metrics_were_measured_flip_averaged(flip):
+    measured = evaluation()
+    measured.test_time_flip = flip
+    chosen = manifest.build_manifest(
+        b"payload",
+        measured,
+        Selection("int8", True, "fastest"),
+        tolerance_points=1.0,
+        threads=1,
+        training=TRAINING,
+        data_description={"dataset": "synthetic", "version": "1"},
+        image_size=128,
+    )
+    assert chosen["test_time_flip"] is flip
+    assert parse_manifest(chosen).test_time_flip is flip  # and the function serves it so
+
+
+class _LopsidedKeras:
+    """Stands in for a Keras model's `predict`: logits favour pet towards the right edge."""
+
+    def predict(self, images, batch_size=None, verbose=0):
+        ramp = np.linspace(-1.0, 1.0, images.shape[2], dtype=np.float32)
+        logits = np.zeros((*images.shape[:3], 3), np.float32)
+        logits[..., 0] = ramp[np.newaxis, np.newaxis, :]
+        logits[..., 1] = 0.5  # background beats the ramp's left 3/4
+        return logits
+
+
+def test_keras_maps_are_flip_averaged_on_request():
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    plain = keras_class_maps(_LopsidedKeras(), images)
+    assert (plain[:, :, -1] == 0).all() and (plain[:, :, 0] == 1).all()  # the ramp decides
+    averaged = keras_class_maps(_LopsidedKeras(), images, flip=True)
+    assert (averaged == 1).all()  # the ramp cancels out: background everywhere
 
 
 @pytest.mark.parametrize(
