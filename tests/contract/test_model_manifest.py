@@ -25,21 +25,12 @@ from segmentation.model import load_model
 
 from model_build import manifest as manifest_lib
 from model_build import publish as publish_lib
-from model_build.evaluate import Selection
 from tests.fakes import fixtures as fake_fixtures
-from tests.unit.model_build.fabricate import evaluation
+from tests.unit.model_build.fabricate import built_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "functions" / "segmentation" / contract.SCHEMA_FILE
 DEFAULT_MODEL_DIR = REPO / "models" / "default"
-TRAINING = {
-    "dataset": "synthetic",
-    "dataset_version": "1",
-    "epochs": 1,
-    "tensorflow_version": "2.21.0",
-    "git_commit": "abc",
-}
-
 tiny_int8_model_dir = fake_fixtures.tiny_int8_model_dir  # the conftest shares only the float32
 
 
@@ -188,16 +179,8 @@ def test_a_built_manifest_survives_publish_and_load(tiny_model_dir: Path, tmp_pa
     """model_build's build_manifest -> write_model_dir -> publish (local) -> the function's
     load_model through `latest`: the function sees exactly the model that was built."""
     data = (tiny_model_dir / contract.MODEL_FILE).read_bytes()
-    built = manifest_lib.build_manifest(
-        data,
-        evaluation(),
-        Selection("float32", True, "fastest within tolerance"),
-        tolerance_points=1.0,
-        threads=1,
-        training=TRAINING,
-        data_description={"dataset": "synthetic", "version": "1"},
-        image_size=128,
-        created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    built = built_manifest(
+        data, variant="float32", created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     )
     model_dir = manifest_lib.write_model_dir(data, built, tmp_path / "model")
     registry = tmp_path / "registry"

@@ -42,22 +42,31 @@ def evaluation(keras_miou: float = 0.80) -> Evaluation:
     return result
 
 
-def model_dir(
-    path: Path, payload: bytes = b"not really a flatbuffer", created: datetime | None = None
-) -> tuple[Path, dict]:
-    """A model directory whose manifest is schema-valid and matches `payload`'s sha256.
-
-    `created` sets the version's time (versions sort by it); default now."""
-    chosen = manifest.build_manifest(
+def built_manifest(
+    payload: bytes,
+    measured: Evaluation | None = None,
+    variant: str = "int8",
+    created: datetime | None = None,
+) -> dict:
+    """model_build's manifest of `payload`, chosen as `variant` from `measured` (default
+    `evaluation()`); `created` sets the version's time (versions sort by it), default now."""
+    return manifest.build_manifest(
         payload,
-        evaluation(),
-        Selection("int8", True, "fastest"),
+        measured or evaluation(),
+        Selection(variant, True, "fastest within tolerance"),
         tolerance_points=1.0,
-        threads=2,
+        threads=1,
         training=TRAINING,
         data_description={"dataset": "synthetic", "version": "1"},
         image_size=128,
         created=created,
     )
+
+
+def model_dir(
+    path: Path, payload: bytes = b"not really a flatbuffer", created: datetime | None = None
+) -> tuple[Path, dict]:
+    """A model directory whose manifest is schema-valid and matches `payload`'s sha256."""
+    chosen = built_manifest(payload, created=created)
     manifest.write_model_dir(payload, chosen, path)
     return path, chosen

@@ -6,10 +6,10 @@ import pytest
 from segmentation.manifest import parse_manifest
 
 from model_build import manifest
-from model_build.evaluate import Selection, keras_class_maps, select_variant
+from model_build.evaluate import keras_class_maps, select_variant
 from model_build.manifest import ManifestError
 
-from .fabricate import TRAINING, evaluation, model_dir, variant
+from .fabricate import built_manifest, evaluation, model_dir, variant
 
 
 def test_selection_picks_the_fastest_variant_within_tolerance():
@@ -68,16 +68,7 @@ def test_manifest_is_schema_valid_and_self_consistent(tmp_path):
 def test_the_manifest_says_whether_its_metrics_were_measured_flip_averaged(flip):
     measured = evaluation()
     measured.test_time_flip = flip
-    chosen = manifest.build_manifest(
-        b"payload",
-        measured,
-        Selection("int8", True, "fastest"),
-        tolerance_points=1.0,
-        threads=1,
-        training=TRAINING,
-        data_description={"dataset": "synthetic", "version": "1"},
-        image_size=128,
-    )
+    chosen = built_manifest(b"payload", measured)
     assert chosen["test_time_flip"] is flip
     assert parse_manifest(chosen).test_time_flip is flip  # and the function serves it so
 
