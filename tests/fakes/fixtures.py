@@ -7,6 +7,7 @@ when its manifest names the current builder version and its sha256 still matches
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -24,9 +25,13 @@ def _cached_model(request: pytest.FixtureRequest, variant: str) -> Path:
         directory = Path(cache.mkdir(key.replace("/", "-")))
     else:
         directory = request.getfixturevalue("tmp_path_factory").mktemp(f"tiny-{variant}")
-    if not _is_valid(directory):
-        shutil.rmtree(directory, ignore_errors=True)
-        tiny_model.build_tiny_model(directory, variant)
+    # Test processes running at once (pytest-xdist workers) share the cache: one builds while
+    # the others wait on the lock, then find the model valid.
+    with open(directory.parent / f"{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _is_valid(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+            tiny_model.build_tiny_model(directory, variant)
     return directory
 
 
