@@ -13,6 +13,23 @@ import pytest
 from segment.emulators import ManagedProcess, gcs_emulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A test's one-line summary for the end of the run (`record_property(SUMMARY_PROPERTY, line)`):
+# unlike a print, it reaches the terminal from pytest-xdist's workers too.
+SUMMARY_PROPERTY = "summary"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = [
+        str(value)
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for name, value in getattr(report, "user_properties", [])
+        if name == SUMMARY_PROPERTY and report.when == "call"
+    ]
+    if lines:
+        terminalreporter.section("summaries")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

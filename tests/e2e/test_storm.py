@@ -38,6 +38,7 @@ from segmentation import storage as names
 from model_build.synthetic import synthetic_example
 from segment import clients, function_logs, notifier, resources
 from segment.stack import LocalStack, StackNames, StackOptions
+from tests.conftest import SUMMARY_PROPERTY
 from tests.fakes.fault_proxy import FaultProxy, ObjectWrite
 from tests.fakes.registry import publish_model
 
@@ -463,7 +464,9 @@ def check_outputs(
     return expected_outputs
 
 
-def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_dir, capsys) -> None:
+def test_storm_loses_nothing_and_writes_nothing_twice(
+    storm_stack, stack_model_dir, record_property
+) -> None:
     stack, proxy = storm_stack
     storm = Storm(stack)
     manifest = json.loads((Path(stack_model_dir) / "manifest.json").read_text())
@@ -549,13 +552,14 @@ def test_storm_loses_nothing_and_writes_nothing_twice(storm_stack, stack_model_d
     mask_writes = sum(1 for w in writes if w.name.startswith("masks/"))
     stale = storm.stale(outputs)
     damage = storm.foreign_damage(outputs, writes)
-    with capsys.disabled():  # the summary line shows in every run's output, CI's included
-        print(
-            f"\nstorm: uploads={len(storm.uploads)} masks={masks} errors={errors} "
-            f"dead_lettered={len(dead)} lost={len(lost)} duplicates={len(duplicates)} "
-            f"foreign_damage={len(damage)} stale={len(stale)} "
-            f"writes={len(writes)} seconds={seconds:.1f}"
-        )
+    # The summary line shows at the end of every run's output, CI's included (tests/conftest.py).
+    record_property(
+        SUMMARY_PROPERTY,
+        f"storm: uploads={len(storm.uploads)} masks={masks} errors={errors} "
+        f"dead_lettered={len(dead)} lost={len(lost)} duplicates={len(duplicates)} "
+        f"foreign_damage={len(damage)} stale={len(stale)} "
+        f"writes={len(writes)} seconds={seconds:.1f}",
+    )
     detail = {
         "stale": stale[:5],
         "foreign_damage": damage[:5],
