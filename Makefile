@@ -13,8 +13,9 @@ CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 PYTEST_ARGS ?=
 # The suite runs in 2 pytest-xdist workers, a test file each at a time (--dist loadfile: a
-# file's module fixtures, the model chain's two-minute run among them, are built once). Much of
-# it waits on emulators and subprocesses, so 2 workers on 2 cores take 9 minutes, not 15.
+# file stays in one worker, so its module fixtures are built once; session fixtures are built
+# per worker that uses them). Much of it waits on emulators and subprocesses, so 2 workers on
+# 2 cores take 9 minutes, not 15.
 # PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 

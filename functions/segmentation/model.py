@@ -290,18 +290,16 @@ class SegmentationModel:
         return Prediction(classes, signals)
 
     def _logits(self, image: np.ndarray) -> tuple[np.ndarray, _Slot]:
-        """The raw output tensor (H, W, classes) for one image, and the slot that made it."""
+        """The logits (H, W, classes) for one image, and the slot that made them: the raw output
+        tensor, or with `test_time_flip` the flip-averaged float32 logits."""
         expected = self.manifest.input_shape[1:]
         if image.shape != expected:
             raise ValueError(f"image shape {image.shape} is not the model input {expected}")
         with self._slot() as slot:
-            logits = slot.run(image)
-            if not self.manifest.test_time_flip:
-                return logits, slot
-            averaged = flip_average(
-                logits, slot.run(mirror(image)), slot.output_scale, slot.output_zero_point
-            )
-            return averaged, slot
+            flip = self.manifest.test_time_flip
+            return served_logits(
+                slot.run, image, flip, slot.output_scale, slot.output_zero_point
+            ), slot
 
     @contextmanager
     def _slot(self) -> Iterator[_Slot]:
@@ -347,7 +345,9 @@ class _Slot:
 
     def run(self, image: np.ndarray) -> np.ndarray:
         """The raw output tensor (H, W, classes) for one (H, W, 3) image."""
-        batch = image[np.newaxis].astype(self.input_dtype, copy=False)
+        # Contiguous: a mirrored image is a negative-stride view, and not every interpreter
+        # (tflite-runtime is the fallback) is known to take one.
+        batch = np.ascontiguousarray(image[np.newaxis], dtype=self.input_dtype)
         self.interpreter.set_tensor(self.input_index, batch)
         self.interpreter.invoke()
         # get_tensor copies: the next user of this interpreter cannot change what we return.
@@ -414,6 +414,22 @@ def flip_average(
     output tensor, so one scale and zero point dequantize them; (H, W, C) or (N, H, W, C)."""
     total = dequantize(logits, scale, zero_point) + mirror(dequantize(mirrored, scale, zero_point))
     return total * np.float32(0.5)
+
+
+def served_logits(
+    run: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    flip: bool,
+    scale: float = 0.0,
+    zero_point: int = 0,
+) -> np.ndarray:
+    """What a model is served as: `run(image)` (one image's raw output tensor), or with `flip`
+    (the manifest's `test_time_flip`) its average with `run` on the mirror image. The function
+    and model_build's evaluation both call this, so what is measured is what is served."""
+    logits = run(image)
+    if not flip:
+        return logits
+    return flip_average(logits, run(mirror(image)), scale, zero_point)
 
 
 def quality_signals(

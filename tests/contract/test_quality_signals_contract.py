@@ -21,7 +21,6 @@ from segmentation.results import QualitySignals
 
 from model_build import evaluate
 from model_build import manifest as manifest_lib
-from model_build.evaluate import Selection
 from tests.contract.test_segment_image_contract import (
     MASK,
     NAME,
@@ -150,22 +149,7 @@ def test_baseline_averages_the_per_image_signals() -> None:
 def _built_manifest(quality: dict[str, Any] | None) -> dict[str, Any]:
     result = fabricate.evaluation()
     result.variants["int8"].quality_signals = quality
-    return manifest_lib.build_manifest(
-        b"flatbuffer",
-        result,
-        Selection("int8", True, "fastest"),
-        tolerance_points=1.0,
-        threads=1,
-        training={
-            "dataset": "synthetic",
-            "dataset_version": "1",
-            "epochs": 1,
-            "tensorflow_version": "2.21.0",
-            "git_commit": "abc",
-        },
-        data_description={"dataset": "synthetic", "version": "1"},
-        image_size=128,
-    )
+    return fabricate.built_manifest(b"flatbuffer", result)
 
 
 def test_manifest_records_the_baseline_of_the_chosen_variant() -> None:

@@ -153,9 +153,13 @@ def test_evaluate_with_test_time_flip_writes_a_manifest_the_function_serves_so(
     measured flip-averaged, and the function and `score` serve it flip-averaged."""
     import shutil
 
+    from segmentation.contract import CLASS_NAMES
     from segmentation.model import load_model
 
+    from model_build import data as data_lib
+    from model_build import metrics
     from model_build.cli import main
+    from model_build.evaluate import tflite_class_maps
     from tests.fakes.oxford import write_oxford_folder
 
     run = tmp_path / "run"
@@ -172,6 +176,17 @@ def test_evaluate_with_test_time_flip_writes_a_manifest_the_function_serves_so(
     assert plain["test_time_flip"] is False
     model = load_model(str(run / "model"), store=None, cache_dir=str(tmp_path), num_threads=1)
     assert model.manifest.test_time_flip
+    # The manifest's figures are the flip-averaged ones (and this model is not mirror-symmetric,
+    # so the plain ones differ): what evaluate measured is what the function will serve.
+    splits = data_lib.load_splits(
+        data_lib.DataConfig(synthetic_train_size=48, synthetic_test_size=12)
+    )
+    images, masks = data_lib.to_numpy(splits.test)
+    served, _, _ = tflite_class_maps(run / "model" / "model.tflite", images, 2, flip=True)
+    plain, _, _ = tflite_class_maps(run / "model" / "model.tflite", images, 2)
+    assert (served != plain).any()
+    scores = metrics.summarize(metrics.confusion_matrix(masks, served, 3), CLASS_NAMES)
+    assert chosen["metrics"]["tflite"]["miou"] == pytest.approx(scores["miou"])
 
     root = write_oxford_folder(tmp_path / "pets", ["cat_0", "cat_1"])
     (root / "annotations" / "trainval.txt").write_text("cat_0 1 1 1\n")

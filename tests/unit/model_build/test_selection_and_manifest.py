@@ -74,22 +74,30 @@ def test_the_manifest_says_whether_its_metrics_were_measured_flip_averaged(flip)
 
 
 class _LopsidedKeras:
-    """Stands in for a Keras model's `predict`: logits favour pet towards the right edge."""
+    """Stands in for a Keras model's `predict`: the pet logit is the red channel (0..1) plus a
+    ramp from -1 at the left edge to +1 at the right; background is a constant 0.75."""
 
     def predict(self, images, batch_size=None, verbose=0):
         ramp = np.linspace(-1.0, 1.0, images.shape[2], dtype=np.float32)
         logits = np.zeros((*images.shape[:3], 3), np.float32)
-        logits[..., 0] = ramp[np.newaxis, np.newaxis, :]
-        logits[..., 1] = 0.5  # background beats the ramp's left 3/4
+        logits[..., 0] = images[..., 0] / 255.0 + ramp[np.newaxis, np.newaxis, :]
+        logits[..., 1] = 0.75
         return logits
 
 
 def test_keras_maps_are_flip_averaged_on_request():
     images = np.zeros((2, 8, 8, 3), np.uint8)
+    images[:, :, :2, 0] = 255  # red: the left quarter
     plain = keras_class_maps(_LopsidedKeras(), images)
-    assert (plain[:, :, -1] == 0).all() and (plain[:, :, 0] == 1).all()  # the ramp decides
+    assert (plain[:, :, :2] == 1).all()  # the ramp drowns the red at the left
+    assert (plain[:, :, -1] == 0).all()  # and makes the black right edge pet
     averaged = keras_class_maps(_LopsidedKeras(), images, flip=True)
-    assert (averaged == 1).all()  # the ramp cancels out: background everywhere
+    # The ramp cancels out: pet exactly where the red is. (Averaging with the mirror of the
+    # image's own logits, instead of the mirror image's, would spread the red to both edges at
+    # half strength, under the background's 0.75.)
+    expected = np.ones_like(averaged)
+    expected[:, :, :2] = 0
+    assert (averaged == expected).all()
 
 
 @pytest.mark.parametrize(
