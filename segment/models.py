@@ -49,6 +49,7 @@ from segmentation.contract import (
     MANIFEST_FILE,
     MODEL_FAMILY,
     SAFE_COMPONENT,
+    TEST_TIME_FLIP,
     LatestPointer,
     history_after,
     latest_pointer,
@@ -365,6 +366,11 @@ class VersionEntry:
     @property
     def quantization(self) -> str | None:
         return self.manifest.get("quantization") if self.manifest else None
+
+    @property
+    def test_time_flip(self) -> bool:
+        """Served flip-averaged (two inferences per image; its metrics were measured so)."""
+        return bool(self.manifest and self.manifest.get(TEST_TIME_FLIP))
 
     @property
     def created(self) -> str | None:
@@ -692,6 +698,7 @@ def list_json(registry: Registry, state: PointerState, entries: Sequence[Version
                 "complete": entry.manifest is not None,
                 "problem": entry.problem,
                 "quantization": entry.quantization,
+                "test_time_flip": entry.test_time_flip,
                 "created": entry.created,
                 "miou": entry.miou,
                 "pixel_accuracy": entry.pixel_accuracy,
@@ -726,6 +733,8 @@ def list_text(registry: Registry, state: PointerState, entries: Sequence[Version
         notes = []
         if mark == "*":
             notes.append("latest")
+        if entry.test_time_flip:
+            notes.append("flip-averaged")
         if entry.version in history:
             notes.append(f"previous {history.index(entry.version) + 1}")
         if entry.problem:

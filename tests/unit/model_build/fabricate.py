@@ -64,9 +64,14 @@ def built_manifest(
 
 
 def model_dir(
-    path: Path, payload: bytes = b"not really a flatbuffer", created: datetime | None = None
+    path: Path,
+    payload: bytes = b"not really a flatbuffer",
+    created: datetime | None = None,
+    test_time_flip: bool = False,
 ) -> tuple[Path, dict]:
     """A model directory whose manifest is schema-valid and matches `payload`'s sha256."""
-    chosen = built_manifest(payload, created=created)
+    measured = evaluation()
+    measured.test_time_flip = test_time_flip
+    chosen = built_manifest(payload, measured, created=created)
     manifest.write_model_dir(payload, chosen, path)
     return path, chosen

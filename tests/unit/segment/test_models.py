@@ -35,8 +35,11 @@ def _at(day: int) -> datetime:
     return datetime(2026, 12, day, 9, 0, tzinfo=UTC)
 
 
-def _put_version(store: ListingStore, tmp_path: Path, day: int, **extra: bytes) -> str:
-    path, manifest = model_dir(tmp_path / f"v{day}", f"model of day {day}".encode(), _at(day))
+def _put_version(
+    store: ListingStore, tmp_path: Path, day: int, flip: bool = False, **extra: bytes
+) -> str:
+    payload = f"model of day {day}".encode()
+    path, manifest = model_dir(tmp_path / f"v{day}", payload, _at(day), test_time_flip=flip)
     version = manifest["version"]
     for file in ("model.tflite", "manifest.json"):
         store.put(BUCKET, f"prod/unet/{version}/{file}", (path / file).read_bytes())
@@ -291,7 +294,8 @@ def test_list_shows_metrics_latest_history_and_pictures(
     store: ListingStore, registry: models.Registry, tmp_path: Path
 ) -> None:
     first = _put_version(store, tmp_path, 1)
-    second = _put_version(store, tmp_path, 2, **{"quality.png": b"png", "training-curve.png": b"p"})
+    pictures = {"quality.png": b"png", "training-curve.png": b"p"}
+    second = _put_version(store, tmp_path, 2, flip=True, **pictures)
     store.put(BUCKET, "prod/unet/20261203-000000-0badc0de/model.tflite", b"half a publish")
     models.promote(registry, first)
     models.promote(registry, second)
@@ -307,6 +311,7 @@ def test_list_shows_metrics_latest_history_and_pictures(
     assert by_version[second]["miou"] == pytest.approx(0.795)
     assert by_version[second]["pixel_accuracy"] == pytest.approx(0.9)
     assert by_version[second]["quantization"] == "int8"
+    assert by_version[second]["test_time_flip"] and not by_version[first]["test_time_flip"]
     assert by_version[second]["created"] == "2026-12-02T09:00:00Z"
     assert by_version[second]["pictures"] == {
         "quality": f"gs://{BUCKET}/prod/unet/{second}/quality.png",
@@ -318,6 +323,9 @@ def test_list_shows_metrics_latest_history_and_pictures(
     text = models.list_text(registry, state, entries)
     assert f"latest: {second}" in text and f"rollback goes to {first}" in text
     assert f"* {second}" in text and "previous 1" in text and "0.7950" in text
+    rows = {line[2:].split()[0]: line for line in text.splitlines() if line[:2] in ("* ", "  ")}
+    assert "flip-averaged" in rows[second]  # its metrics and its cost differ: say so
+    assert "flip-averaged" not in rows[first]
     assert f"quality: gs://{BUCKET}/prod/unet/{second}/quality.png" in text
     assert "incomplete: no manifest.json" in text
 
