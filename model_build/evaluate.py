@@ -2,7 +2,7 @@
 
 With `test_time_flip`, Keras and every variant are scored (and timed) as the function serves such
 a manifest: the logits of each image and of its mirror image, averaged (segmentation.model's
-`flip_average`, the function's own code).
+`served_logits`, the function's own code).
 
 TFLite variants run through LiteRT (`ai_edge_litert`), the interpreter package the Cloud Function
 uses, so the figures describe what production will run.
@@ -24,9 +24,10 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from segmentation.contract import LOW_CONFIDENCE_THRESHOLD
 from segmentation.model import (
+    InterpreterSlot,
+    class_map,
     flip_average,
     mirror,
-    output_quantization,
     quality_signals,
     served_logits,
 )
@@ -102,28 +103,21 @@ def tflite_class_maps(
     """
     interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
     interpreter.allocate_tensors()
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    scale, zero_point = output_quantization(output_detail)
+    slot = InterpreterSlot.of(interpreter)
+    scale, zero_point = slot.output_scale, slot.output_zero_point
     maps, timings = [], []
-
-    def run(image: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(image[np.newaxis], dtype=input_detail["dtype"])
-        interpreter.set_tensor(input_detail["index"], batch)
-        interpreter.invoke()
-        return interpreter.get_tensor(output_detail["index"])[0]
-
     for index, image in enumerate(_with_warmup(images)):
         # Timed: what the function does per image (tensor copies included, and with `flip`
         # both inferences and the average).
         start = time.perf_counter()
-        logits = served_logits(run, image, flip, scale, zero_point)
+        logits = served_logits(slot.run, image, flip, scale, zero_point)
         timings.append((time.perf_counter() - start) * 1000.0)
-        maps.append(np.argmax(logits, axis=-1))
+        maps.append(class_map(logits, scale))
         if signals is not None and index >= WARMUP_RUNS:
             signals.append(quality_signals(logits, scale, zero_point))
     maps, timings = maps[WARMUP_RUNS:], timings[WARMUP_RUNS:]
-    return np.stack(maps).astype(np.uint8), timings, np.dtype(output_detail["dtype"]).name
+    output_dtype = np.dtype(interpreter.get_output_details()[0]["dtype"]).name
+    return np.stack(maps), timings, output_dtype
 
 
 def quality_baseline(signals: Sequence[QualitySignals]) -> dict[str, Any] | None:

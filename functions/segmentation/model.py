@@ -13,7 +13,7 @@ by whichever thread comes next. More server threads than that wait for a free in
 of each building its own, so the interpreters' memory is bounded by the concurrency the memory
 budget was checked for (segmentation/memory.py). A manifest with `test_time_flip` is served
 with flip averaging: each request runs its interpreter on the image and on its mirror image and
-averages the logits (`flip_average`), as model_build did when it measured the manifest's metrics.
+averages the logits (`served_logits`), as model_build did when it measured the manifest's metrics.
 `ai_edge_litert` is preferred, `tflite_runtime` is the fallback; TensorFlow is never imported.
 This module also runs on Python 3.11 with tflite-runtime (its last wheels), so no 3.12 syntax.
 
@@ -248,7 +248,7 @@ class SegmentationModel:
         self.pool_size = pool_size
         self._factory = interpreter_factory or interpreter_class()
         self._free = threading.BoundedSemaphore(pool_size)  # slots not in use, made or not
-        self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()  # made and not in use
+        self._idle: queue.LifoQueue[InterpreterSlot] = queue.LifoQueue()  # made and not in use
         self._made = 0
         self._made_lock = threading.Lock()  # interpreters may be built by threads at once
         # The first one checks the contract now, not on the first request.
@@ -289,7 +289,7 @@ class SegmentationModel:
         )
         return Prediction(classes, signals)
 
-    def _logits(self, image: np.ndarray) -> tuple[np.ndarray, _Slot]:
+    def _logits(self, image: np.ndarray) -> tuple[np.ndarray, InterpreterSlot]:
         """The logits (H, W, classes) for one image, and the slot that made them: the raw output
         tensor, or with `test_time_flip` the flip-averaged float32 logits."""
         expected = self.manifest.input_shape[1:]
@@ -302,7 +302,7 @@ class SegmentationModel:
             ), slot
 
     @contextmanager
-    def _slot(self) -> Iterator[_Slot]:
+    def _slot(self) -> Iterator[InterpreterSlot]:
         """An interpreter for this thread alone until the block ends (waits while all
         `pool_size` are in use; builds one when none is idle)."""
         self._free.acquire()
@@ -318,7 +318,7 @@ class SegmentationModel:
         finally:
             self._free.release()
 
-    def _new_slot(self) -> _Slot:
+    def _new_slot(self) -> InterpreterSlot:
         try:
             interpreter = self._factory(
                 model_path=str(self.model_path), num_threads=self.num_threads
@@ -326,15 +326,16 @@ class SegmentationModel:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.model_path}: the interpreter cannot load it: {exc}") from exc
-        slot = _Slot.checked(interpreter, self.manifest)
+        slot = InterpreterSlot.checked(interpreter, self.manifest)
         with self._made_lock:
             self._made += 1  # under the semaphore or in __init__: never above pool_size
         return slot
 
 
 @dataclass(frozen=True)
-class _Slot:
-    """One pooled interpreter and the tensor facts `predict` needs."""
+class InterpreterSlot:
+    """One interpreter and the tensor facts running it needs: a pooled one in the function, and
+    the one model_build's evaluation times, so both feed and read the model the same way."""
 
     interpreter: Any
     input_index: int
@@ -354,9 +355,17 @@ class _Slot:
         return self.interpreter.get_tensor(self.output_index)[0]
 
     @classmethod
-    def checked(cls, interpreter: Any, manifest: Manifest) -> _Slot:
+    def checked(cls, interpreter: Any, manifest: Manifest) -> InterpreterSlot:
+        """The slot of an allocated interpreter whose tensors match the manifest's contract."""
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         check_tensor_contract(inputs, outputs, manifest)
+        return cls.of(interpreter)
+
+    @classmethod
+    def of(cls, interpreter: Any) -> InterpreterSlot:
+        """The slot of an allocated interpreter, unchecked (model_build's variants, before any
+        manifest exists)."""
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         scale, zero_point = output_quantization(outputs[0])
         return cls(
             interpreter=interpreter,
