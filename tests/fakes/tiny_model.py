@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 SIZE = 128
-BUILDER_VERSION = 3  # bump when the model or manifest this module writes changes
+BUILDER_VERSION = 4  # bump when the model or manifest this module writes changes
 CREATED = datetime(2026, 11, 21, tzinfo=UTC)
 RAMP = 1.5  # the lopsided variant's pet-logit offset at the right edge (minus at the left)
 
@@ -36,8 +36,7 @@ def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any
     eye = tf.constant(np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3))
     bias = tf.constant(np.zeros(3, np.float32))
     ramp = np.zeros((1, SIZE, SIZE, 3), np.float32)
-    if variant == "lopsided":
-        ramp[..., 0] = np.linspace(-RAMP, RAMP, SIZE, dtype=np.float32)[np.newaxis, :]
+    ramp[..., 0] = np.linspace(-RAMP, RAMP, SIZE, dtype=np.float32)[np.newaxis, :]
     offset = tf.constant(ramp)
     spec = tf.TensorSpec([1, SIZE, SIZE, 3], tf.uint8, name="image")
 
@@ -46,7 +45,7 @@ def build_tiny_model(directory: Path, variant: str = "float32") -> dict[str, Any
         scaled = tf.cast(image, tf.float32) / 255.0
         mixed = tf.nn.conv2d(scaled, eye, strides=1, padding="SAME")
         logits = tf.nn.bias_add(tf.nn.conv2d(mixed, eye, strides=1, padding="SAME"), bias)
-        return logits + offset
+        return logits + offset if variant == "lopsided" else logits  # decided when traced
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
     output_dtype = "float32"
