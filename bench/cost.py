@@ -19,8 +19,9 @@ Two bases, both at the configured tier (`variables.tf`: function_memory, functio
   download, the upload and every other storage call at an injected in-region latency), at each
   concurrency. Request-based billing charges exactly that busy time, whatever the concurrency.
 * Compute only: the warm pipeline latency (decode -> infer -> encode) of the typical image at 1
-  thread, for our path and both TensorFlow engines; no storage I/O, which adds the same absolute
-  time to every path and so shrinks the ratio, not the difference. Cloud Run rounds billable
+  thread, for our path (plain and flip-averaged) and both TensorFlow engines; no storage I/O,
+  which adds the same absolute time to every path and so shrinks the ratio, not the difference.
+  Cloud Run rounds billable
   instance time up to 100 ms; a busy instance's requests share that rounding, an isolated
   request does not, so a worst-case column bills each request alone, rounded up. A cold start is
   costed separately, per instance start.
@@ -35,6 +36,7 @@ from typing import Any
 from segmentation.memory import load_budget
 from segmentation.settings import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 
+from bench.engines import flip_engine, plain_engine
 from bench.models import REPO_ROOT
 
 PRICES = {
@@ -185,10 +187,15 @@ def cost_model(results: dict[str, Any], *, variant: str) -> dict[str, Any]:
     cold = {c["engine"]: c for c in results["cold_start"]}
     worker_peak = latency["worker_peak_rss_mib"]
     rows = []
-    for engine in (f"litert:{variant}", "keras_predict", "tf_function"):
+    flip = flip_engine(variant)
+    engines = [f"litert:{variant}", flip, "keras_predict", "tf_function"]
+    for engine in (e for e in engines if (e, typical, 1) in pipeline or e != flip):
         family = "litert" if engine.startswith("litert:") else "tensorflow"
         seconds = pipeline[(engine, typical, 1)] / 1e3
-        start = cold.get(engine) or cold.get("tf_function" if family == "tensorflow" else "")
+        # Flip averaging loads the same model: its cold start is the plain variant's.
+        start = cold.get(plain_engine(engine)) or cold.get(
+            "tf_function" if family == "tensorflow" else ""
+        )
         # One instance's working set: its cold start plus a large upload. The latency worker
         # (all variants or both TF engines in one process) is the fallback without a cold start.
         peak = start["peak_rss_after_large_mib"] if start else worker_peak.get(family, 0.0)

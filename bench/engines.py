@@ -4,6 +4,8 @@
 
 * `litert:<variant>`: the project's path, unchanged: `segmentation.model.load_model` on a model
   directory (model.tflite + manifest.json), LiteRT interpreter with `num_threads`.
+* `litert:<variant>+flip`: the same model served with test-time flip averaging, as the function
+  serves a manifest with `test_time_flip` (two inferences per image: the image and its mirror).
 * `keras_predict`: full TensorFlow, the Keras model's `model.predict` on a batch of one.
 * `tf_function`: full TensorFlow, the Keras model's call wrapped in a `tf.function` traced once for
   a fixed [1, H, W, 3] uint8 input.
@@ -16,6 +18,7 @@ here, in the benchmark, never in functions/.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +26,7 @@ import numpy as np
 
 TF_ENGINES = ("keras_predict", "tf_function")
 LITERT_PREFIX = "litert:"
+FLIP_SUFFIX = "+flip"
 
 
 class Engine(Protocol):
@@ -39,18 +43,40 @@ def is_tensorflow(engine: str) -> bool:
     return engine in TF_ENGINES
 
 
+def flip_engine(variant: str) -> str:
+    """The engine that serves `variant` flip-averaged."""
+    return f"{LITERT_PREFIX}{variant}{FLIP_SUFFIX}"
+
+
+def is_flip(engine: str) -> bool:
+    return engine.endswith(FLIP_SUFFIX)
+
+
+def inferences_per_image(engine: str) -> int:
+    """Model runs per image: two with flip averaging (the image and its mirror), else one."""
+    return 2 if is_flip(engine) else 1
+
+
+def plain_engine(engine: str) -> str:
+    """The engine without flip averaging: `litert:int8+flip` -> `litert:int8`."""
+    return engine.removesuffix(FLIP_SUFFIX)
+
+
 def load_engine(engine: str, models: Path, threads: int) -> Engine:
     """Loads one engine from the bench model cache (`bench.models.ensure_models`)."""
     if engine.startswith(LITERT_PREFIX):
         from segmentation.model import load_model
 
-        variant = engine[len(LITERT_PREFIX) :]
-        return load_model(
+        variant = plain_engine(engine)[len(LITERT_PREFIX) :]
+        model = load_model(
             str(models / variant),
             store=None,
             cache_dir=tempfile.gettempdir(),
             num_threads=threads,
         )
+        if is_flip(engine):  # served exactly as the function serves a flip-averaged manifest
+            model.manifest = replace(model.manifest, test_time_flip=True)
+        return model
     if engine in TF_ENGINES:
         return TensorFlowModel(models / "unet.keras", mode=engine, threads=threads)
     raise ValueError(f"unknown engine {engine!r}")

@@ -42,6 +42,7 @@ def render(results: dict[str, Any]) -> str:
         f"{100 * model['transpose_conv_share']:.0f}% of MACs in transposed convolutions."
     )
     out.append(_latency(results["latency"]))
+    out.append(_flip(results["latency"].get("flip") or []))
     out.append(_cold(results["cold_start"], f"litert:{meta['deployed_variant']}"))
     out.append(_footprint(results["footprint"]))
     out.append(_machine(results["machine_limit"]))
@@ -99,6 +100,20 @@ def _latency(latency: dict[str, Any]) -> str:
             ],
             rows,
         )
+    )
+
+
+def _flip(ratios: list[dict[str, Any]]) -> str:
+    if not ratios:
+        return "\n## Test-time flip averaging\n\nnot measured"
+    rows = [
+        [r["engine"], r["image"], r["threads"], _x(r["pipeline_ratio"]), _x(r["model_ratio"])]
+        for r in sorted(ratios, key=lambda r: (r["image"], r["threads"]))
+    ]
+    return (
+        "\n## Test-time flip averaging (a manifest's `test_time_flip`): its time over the same "
+        "variant served plainly\n\n"
+        + _table(["engine", "image", "threads", "pipeline", "model only"], rows)
     )
 
 

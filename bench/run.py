@@ -5,7 +5,9 @@ same run (ratios), because absolute times on a shared machine are noise. Section
 
 * latency     decode -> predict -> encode (the function's pipeline, no network) per image, for each
               TFLite variant on LiteRT and for the same pipeline on TensorFlow (Keras `predict`,
-              `tf.function`), 1 and 2 threads, a typical and a large JPEG; model-only latency
+              `tf.function`), 1 and 2 threads, a typical and a large JPEG; model-only latency;
+              the deployed variant also served with test-time flip averaging (`+flip`, two
+              inferences per image) and its cost as a ratio to the same variant served plainly
 * cold_start  a new process in the deploy-shaped virtualenv of its path (bench/venvs.py):
               interpreter start -> first mask (main.py import, model load, first inference), and
               its peak RSS
@@ -51,7 +53,15 @@ from bench import cost, report, targets
 from bench import int8_limit as int8_limit_lib
 from bench import throughput as throughput_lib
 from bench import venvs as venvs_lib
-from bench.engines import TF_ENGINES, engine_names, is_tensorflow
+from bench.engines import (
+    TF_ENGINES,
+    engine_names,
+    flip_engine,
+    inferences_per_image,
+    is_flip,
+    is_tensorflow,
+    plain_engine,
+)
 from bench.images import ensure_images
 from bench.models import CACHE_ROOT, DONE_MARKER, REPO_ROOT, VARIANTS, model_dir
 from bench.worker import quantile
@@ -121,6 +131,7 @@ def measure_latency(
     """One child per (family, threads): LiteRT variants together, TensorFlow engines together,
     so the LiteRT process never has TensorFlow loaded."""
     litert = [e for e in engine_names(VARIANTS) if e not in TF_ENGINES]
+    litert.append(flip_engine(cfg.variant))
     pipeline: list[dict[str, Any]] = []
     model_only: list[dict[str, Any]] = []
     peak: dict[str, float] = {}
@@ -155,6 +166,7 @@ def measure_latency(
         "pipeline": pipeline,
         "model_only": model_only,
         "ratios": latency_ratios(pipeline),
+        "flip": flip_ratios(pipeline, model_only),
         "worker_peak_rss_mib": peak,
     }
 
@@ -182,6 +194,34 @@ def latency_ratios(pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 round(base["total_ms"] / row["total_ms"], 2) if base else None
             )
         ratios.append(entry)
+    return ratios
+
+
+def flip_ratios(
+    pipeline: list[dict[str, Any]], model_only: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """For each flip-averaged row: its time over the same variant served plainly (same image and
+    thread count, same run). The model's time about doubles; decode and encode do not."""
+    index = {(r["engine"], r["image"], r["threads"]): r for r in pipeline}
+    models = {(r["engine"], r["threads"]): r["median_ms"] for r in model_only}
+    ratios = []
+    for row in pipeline:
+        base = index.get((plain_engine(row["engine"]), row["image"], row["threads"]))
+        if not is_flip(row["engine"]) or base is None:
+            continue
+        plain_model = models.get((base["engine"], row["threads"]))
+        flip_model = models.get((row["engine"], row["threads"]))
+        ratios.append(
+            {
+                "engine": row["engine"],
+                "image": row["image"],
+                "threads": row["threads"],
+                "pipeline_ratio": round(row["total_ms"] / base["total_ms"], 2),
+                "model_ratio": (
+                    round(flip_model / plain_model, 2) if flip_model and plain_model else None
+                ),
+            }
+        )
     return ratios
 
 
@@ -361,11 +401,12 @@ def achieved_rows(
     sgemm: dict[str, Any],
     int8: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    """Model-only GFLOP/s (2 x MACs / median latency) as a share of sgemm for every engine,
-    and of the int8 limit (same thread count) for the int8 variant."""
+    """Model-only GFLOP/s (2 x MACs x inferences per image / median latency) as a share of sgemm
+    for every engine, and of the int8 limit (same thread count) for the int8 variant."""
     achieved = []
     for row in model_only:
-        gflops = flops / (row["median_ms"] / 1e3) / 1e9
+        work = flops * inferences_per_image(row["engine"])
+        gflops = work / (row["median_ms"] / 1e3) / 1e9
         ref = sgemm[str(row["threads"])]["best_gflops"]
         entry = {
             "engine": row["engine"],
@@ -374,7 +415,7 @@ def achieved_rows(
             "achieved_gflops": round(gflops, 2),
             "percent_of_sgemm": round(100 * gflops / ref, 1),
         }
-        if int8 and row["engine"] == "litert:int8" and str(row["threads"]) in int8:
+        if int8 and plain_engine(row["engine"]) == "litert:int8" and str(row["threads"]) in int8:
             line = int8[str(row["threads"])]["best_gops"]
             entry["percent_of_int8_limit"] = round(100 * gflops / line, 1)
         achieved.append(entry)

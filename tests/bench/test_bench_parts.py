@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench import cost, int8_limit, report, spread, targets, throughput
-from bench.run import achieved_rows
+from bench.run import achieved_rows, flip_ratios
 from tests.fakes.fault_proxy import FaultProxy
 
 TIER = {"memory_gib": 1.0, "vcpu": 1.0, "concurrency": 1, "source": "test"}
@@ -285,6 +285,45 @@ def test_achieved_rows_share_of_each_line() -> None:
     assert rows[0]["percent_of_sgemm"] == pytest.approx(100.0)
     assert rows[0]["percent_of_int8_limit"] == pytest.approx(50.0)
     assert "percent_of_int8_limit" not in rows[1]  # a float variant: sgemm only
+
+
+def test_achieved_rows_count_both_inferences_of_flip_averaging() -> None:
+    rows = achieved_rows(
+        int(1e9),
+        [{"engine": "litert:int8+flip", "threads": 1, "median_ms": 20.0}],
+        {"1": {"best_gflops": 100.0}},
+        {"1": {"best_gops": 200.0}},
+    )
+    # Two inferences of 1 GFLOP in 20 ms: the same 100 GFLOP/s as one in 10 ms.
+    assert rows[0]["achieved_gflops"] == pytest.approx(100.0)
+    assert rows[0]["percent_of_int8_limit"] == pytest.approx(50.0)
+
+
+def test_flip_ratios_against_the_same_variant_served_plainly() -> None:
+    def row(engine: str, image: str, total: float) -> dict[str, Any]:
+        return {"engine": engine, "image": image, "threads": 1, "total_ms": total}
+
+    pipeline = [
+        row("litert:int8", "typical", 40.0),
+        row("litert:int8+flip", "typical", 60.0),
+        row("litert:float32", "typical", 10.0),  # another variant: never a flip's baseline
+        row("keras_predict", "typical", 400.0),
+    ]
+    model_only = [
+        {"engine": "litert:int8", "threads": 1, "median_ms": 20.0},
+        {"engine": "litert:int8+flip", "threads": 1, "median_ms": 41.0},
+    ]
+    assert flip_ratios(pipeline, model_only) == [
+        {
+            "engine": "litert:int8+flip",
+            "image": "typical",
+            "threads": 1,
+            "pipeline_ratio": 1.5,
+            "model_ratio": 2.05,
+        }
+    ]
+    text = report._flip(flip_ratios(pipeline, model_only))
+    assert "| litert:int8+flip | typical | 1 | 1.50x | 2.05x |" in text
 
 
 # --- spread ----------------------------------------------------------------------------------

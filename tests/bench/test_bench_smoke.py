@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.cost import configured_tier, dollars_per_million, smallest_tier
-from bench.engines import TF_ENGINES
+from bench.engines import TF_ENGINES, flip_engine
 from bench.models import VARIANTS
 from bench.run import latency_ratios
 
@@ -59,7 +59,8 @@ def test_latency_has_every_engine_image_and_thread_count(results: dict) -> None:
     latency = results["latency"]
     images = list(latency["images"])
     assert len(images) == 2
-    engines = [f"litert:{v}" for v in VARIANTS] + list(TF_ENGINES)
+    flip = flip_engine(results["meta"]["deployed_variant"])
+    engines = [f"litert:{v}" for v in VARIANTS] + [flip] + list(TF_ENGINES)
     rows = {(r["engine"], r["image"], r["threads"]): r for r in latency["pipeline"]}
     for engine in engines:
         for image in images:
@@ -70,10 +71,17 @@ def test_latency_has_every_engine_image_and_thread_count(results: dict) -> None:
     assert {(r["engine"], r["threads"]) for r in latency["model_only"]} == {
         (e, t) for e in engines for t in THREADS
     }
-    assert len(latency["ratios"]) == len(VARIANTS) * len(images) * len(THREADS)
+    assert len(latency["ratios"]) == (len(VARIANTS) + 1) * len(images) * len(THREADS)
     for ratio in latency["ratios"]:
         for tf_engine in TF_ENGINES:
             assert _positive(ratio[f"speedup_vs_{tf_engine}"])
+    # Flip averaging: two inferences per image, so the model alone takes longer than plain.
+    assert {(r["image"], r["threads"]) for r in latency["flip"]} == {
+        (i, t) for i in images for t in THREADS
+    }
+    for ratio in latency["flip"]:
+        assert ratio["engine"] == flip
+        assert ratio["pipeline_ratio"] > 1 and ratio["model_ratio"] > 1, ratio
 
 
 @pytest.mark.slow
@@ -123,7 +131,8 @@ def test_cold_start_footprint_machine_e2e_cost(results: dict) -> None:
     assert cost["prices"]["source"].startswith("https://")
     rows = cost["compute_only"]["rows"]
     engines = [r["engine"] for r in rows]
-    assert engines == [f"litert:{results['meta']['deployed_variant']}", *TF_ENGINES]
+    deployed = results["meta"]["deployed_variant"]
+    assert engines == [f"litert:{deployed}", flip_engine(deployed), *TF_ENGINES]
     for row in rows:
         for key in (
             "cpu_seconds_per_image",
