@@ -40,9 +40,14 @@ class DataConfig:
     synthetic_train_size: int = 512
     synthetic_test_size: int = 128
     seed: int = 0
+    # Breeds kept out of training (folder source; the test split keeps them), so a score shows
+    # quality on breeds the model never saw next to the breeds it did.
+    holdout_breeds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"data source {self.source!r} is not one of {', '.join(SOURCES)}")
         if self.source == "folder" and not self.data_dir:
             raise ValueError("data source 'folder' needs data_dir (--data-dir PATH)")
+        if self.holdout_breeds and self.source != "folder":
+            raise ValueError("holding out breeds (--holdout-breed) needs the folder source")

@@ -73,8 +73,9 @@ def _resize(array: np.ndarray, size: int, method: Image.Resampling) -> np.ndarra
 
 def _folder_splits(config: DataConfig) -> Splits:
     root = Path(str(config.data_dir))
-    train_names, test_names = oxford_folder.split_names(root)
-    unused = oxford_folder.unused_files(root, train_names, test_names)
+    listed_train, test_names = oxford_folder.split_names(root)
+    unused = oxford_folder.unused_files(root, listed_train, test_names)
+    train_names = oxford_folder.without_breeds(listed_train, config.holdout_breeds)
     train = oxford_folder.load_split(root, train_names, config.image_size)
     test = oxford_folder.load_split(root, test_names, config.image_size)
     description = {
@@ -86,6 +87,9 @@ def _folder_splits(config: DataConfig) -> Splits:
         "skipped": dict(train.skipped + test.skipped + unused),
         "quirks": dict(train.quirks + test.quirks),
     }
+    if config.holdout_breeds:
+        description["holdout_breeds"] = sorted(config.holdout_breeds)
+        description["held_out_train_examples"] = len(listed_train) - len(train_names)
     return Splits(
         _from_arrays(train.images, train.masks),
         _from_arrays(test.images, test.masks),

@@ -60,6 +60,25 @@ def split_names(root: Path) -> tuple[list[str], list[str]]:
     return train, test
 
 
+def breed_of(name: str) -> str:
+    """The breed in an Oxford-IIIT example name, `<Breed>_<number>`: `Bengal_12` -> `Bengal`,
+    `american_bulldog_3` -> `american_bulldog` (cats are capitalised, dogs are not)."""
+    return name.rsplit("_", 1)[0]
+
+
+def without_breeds(names: list[str], breeds: tuple[str, ...]) -> list[str]:
+    """`names` less every example of `breeds` (held out of training, to be scored as breeds the
+    model never saw). A breed with no example among `names` is refused: most likely a typo."""
+    present = {breed_of(n) for n in names}
+    missing = sorted(set(breeds) - present)
+    if missing:
+        raise DatasetFolderError(
+            f"no training photo of breed {', '.join(missing)} to hold out; breeds here: "
+            f"{', '.join(sorted(present))} (the name before the last '_', case matters)"
+        )
+    return [n for n in names if breed_of(n) not in breeds]
+
+
 def unused_files(root: Path, train: list[str], test: list[str]) -> Counter[str]:
     """Counts (and warns about) files in the folder that neither split will read.
 

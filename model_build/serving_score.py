@@ -8,7 +8,9 @@ contract checks) and `encode_mask` (the PNG users get, at the photo's own size);
 compared with the trimap at full resolution. evaluate's figures are at 128x128 on arrays
 prepared by model_build; these are what a user who uploads the photo gets. `flip` overrides the
 manifest's `test_time_flip`, to see what serving a model with (or without) flip averaging would
-give before publishing it so.
+give before publishing it so. Scores are also given per breed (the Oxford name's `<Breed>_<n>`),
+each marked when the model's training kept that breed out (`--holdout-breed`): quality on
+breeds the model never saw, next to those it did, from one run of one model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import io
 import logging
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,9 @@ class ServingScore:
     scores: dict[str, Any]  # metrics.summarize over every pixel of every photo
     per_image: dict[str, float] = field(default_factory=dict)  # name -> image mIoU
     skipped: Counter[str] = field(default_factory=Counter)
+    # breed -> the same scores over its photos, `examples`, and `held_out`: the model's training
+    # data kept that breed out (its manifest's metrics.data.holdout_breeds), so it never saw it.
+    by_breed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +62,7 @@ class ServingScore:
             "examples": self.examples,
             **self.scores,
             "skipped": dict(self.skipped),
+            "by_breed": self.by_breed,
             "per_image_miou": self.per_image,
         }
 
@@ -77,7 +84,9 @@ def score_folder(
         model = load_model(str(model_dir), store=None, cache_dir=cache, num_threads=1)
         if flip is not None:
             model.manifest = replace(model.manifest, test_time_flip=flip)
+        held_out = holdout_breeds(model.manifest.raw)
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        by_breed: dict[str, np.ndarray] = {}
         result = ServingScore(
             model.version,
             model.manifest.quantization,
@@ -94,7 +103,10 @@ def score_folder(
                 result.skipped[skip.reason] += 1
                 log.warning("skipping photo", extra={"example": name, "reason": skip.reason})
                 continue
-            confusion += metrics.confusion_matrix(truth, predicted, NUM_CLASSES)
+            photo_confusion = metrics.confusion_matrix(truth, predicted, NUM_CLASSES)
+            confusion += photo_confusion
+            breed = oxford_folder.breed_of(name)
+            by_breed[breed] = by_breed.get(breed, 0) + photo_confusion
             iou = quality_sheet.image_miou(truth, predicted, NUM_CLASSES)
             result.per_image[name] = round(iou, 4)
             examples.append(quality_sheet.Example(name, photo, truth, predicted, iou))
@@ -102,6 +114,15 @@ def score_folder(
         raise ValueError(f"no usable photo in the {split} split of {root}")
     result.examples = len(examples)
     result.scores = metrics.summarize(confusion, CLASS_NAMES)
+    counts = Counter(oxford_folder.breed_of(name) for name in result.per_image)
+    result.by_breed = {
+        breed: {
+            "examples": counts[breed],
+            "held_out": breed in held_out,
+            **metrics.summarize(by_breed[breed], CLASS_NAMES),
+        }
+        for breed in sorted(by_breed)
+    }
     if sheet is not None:
         title = (
             f"{model.version} ({serving(result)}) on {len(examples)} {split} photos "
@@ -109,6 +130,12 @@ def score_folder(
         )
         quality_sheet.write(examples, sheet, title, sheet_rows)
     return result
+
+
+def holdout_breeds(manifest: Mapping[str, Any]) -> frozenset[str]:
+    """The breeds the model's training data kept out (absent from older manifests: none)."""
+    data = (manifest.get("metrics") or {}).get("data") or {}
+    return frozenset(data.get("holdout_breeds") or ())
 
 
 def serving(result: ServingScore) -> str:

@@ -2,6 +2,7 @@
 supports loading what the manifest chose."""
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -131,7 +132,7 @@ def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tm
     from model_build.cli import main
     from tests.fakes.oxford import write_oxford_folder
 
-    names = [f"cat_{i}" for i in range(5)]
+    names = [f"cat_{i}" for i in range(5)] + ["Bengal_1", "Bengal_2"]
     root = write_oxford_folder(tmp_path / "pets", names)
     (root / "annotations" / "trainval.txt").write_text("cat_0 1 1 1\n")
     (root / "annotations" / "test.txt").write_text("".join(f"{n} 1 1 1\n" for n in names[1:]))
@@ -140,10 +141,38 @@ def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tm
     assert main(["score", *args, "--json", str(report), "--sheet", str(sheet)]) == 0
     scores = json.loads(report.read_text())
     chosen = json.loads((model_run_dir / "model" / "manifest.json").read_text())
-    assert scores["model_version"] == chosen["version"] and scores["examples"] == 4
+    assert scores["model_version"] == chosen["version"] and scores["examples"] == 6
     assert set(scores["per_image_miou"]) == set(names[1:])
     assert 0 <= scores["miou"] <= 1 and sheet.stat().st_size > 0
-    assert f"mIoU {scores['miou']:.3f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"mIoU {scores['miou']:.3f}" in out
+    breeds = scores["by_breed"]
+    assert {b: (s["examples"], s["held_out"]) for b, s in breeds.items()} == {
+        "Bengal": (2, False),
+        "cat": (4, False),
+    }
+    assert f"Bengal: 2 photos, mIoU {breeds['Bengal']['miou']:.3f}" in out
+    # A breed's scores are over its own photos' pixels only: the same as scoring just those.
+    cats_only = tmp_path / "cats.json"
+    assert main(["score", *args, "--limit", "4", "--json", str(cats_only)]) == 0
+    cats = json.loads(cats_only.read_text())
+    assert set(cats["per_image_miou"]) == set(names[1:5])
+    assert breeds["cat"]["miou"] == pytest.approx(cats["miou"])
+    assert breeds["cat"]["per_class_iou"] == pytest.approx(cats["per_class_iou"])
+
+    # A model whose training kept Bengal out: score marks it as never seen.
+    held = tmp_path / "held-out-model"
+    shutil.copytree(model_run_dir / "model", held)
+    manifest = json.loads((held / "manifest.json").read_text())
+    manifest["metrics"]["data"]["holdout_breeds"] = ["Bengal"]
+    (held / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    held_args = ["--model-dir", str(held), "--data-dir", str(root), "--json", str(report)]
+    assert main(["score", *held_args]) == 0
+    breeds = json.loads(report.read_text())["by_breed"]
+    assert (breeds["Bengal"]["held_out"], breeds["cat"]["held_out"]) == (True, False)
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if "Bengal:" in line).endswith("(never seen in training)")
 
 
 def test_evaluate_with_test_time_flip_writes_a_manifest_the_function_serves_so(
@@ -151,8 +180,6 @@ def test_evaluate_with_test_time_flip_writes_a_manifest_the_function_serves_so(
 ):
     """`evaluate --test-time-flip` over the chain's run: the manifest says so, every figure was
     measured flip-averaged, and the function and `score` serve it flip-averaged."""
-    import shutil
-
     from segmentation.contract import CLASS_NAMES
     from segmentation.model import load_model
 

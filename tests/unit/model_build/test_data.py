@@ -104,6 +104,27 @@ def test_folder_source_counts_files_the_split_lists_leave_out(tmp_path, caplog):
     assert (warning.reason, warning.count, warning.first) == ("unlisted", 3, names[3:])
 
 
+def test_folder_source_holds_breeds_out_of_training_only(tmp_path):
+    names = [f"Bengal_{i}" for i in range(4)] + [f"american_bulldog_{i}" for i in range(4)]
+    write_oxford_folder(tmp_path, names)
+    train, test = names[:2] + names[4:6], names[2:4] + names[6:]
+    (tmp_path / "annotations" / "trainval.txt").write_text("".join(f"{n} 1 1 1\n" for n in train))
+    (tmp_path / "annotations" / "test.txt").write_text("".join(f"{n} 1 1 1\n" for n in test))
+    config = DataConfig(source="folder", data_dir=str(tmp_path), holdout_breeds=("Bengal",))
+    splits = load_splits(config)
+    everything = load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
+    assert (splits.train_size, splits.test_size) == (2, 4)  # the test split keeps the breed
+    assert splits.description["holdout_breeds"] == ["Bengal"]
+    assert splits.description["held_out_train_examples"] == 2
+    assert "holdout_breeds" not in everything.description
+    # Different training data, different fingerprint: the two can never claim the same data.
+    assert splits.description["fingerprint"] != everything.description["fingerprint"]
+    with pytest.raises(DatasetFolderError, match=r"breed bengal.*Bengal, american_bulldog"):
+        load_splits(DataConfig(source="folder", data_dir=str(tmp_path), holdout_breeds=("bengal",)))
+    with pytest.raises(ValueError, match="--holdout-breed"):
+        DataConfig(holdout_breeds=("Bengal",))
+
+
 def test_folder_source_names_the_problem(tmp_path):
     with pytest.raises(DatasetFolderError, match="images/"):
         load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
