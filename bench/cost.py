@@ -21,10 +21,9 @@ Two bases, both at the configured tier (`variables.tf`: function_memory, functio
 * Compute only: the warm pipeline latency (decode -> infer -> encode) of the typical image at 1
   thread, for our path (plain and flip-averaged) and both TensorFlow engines; no storage I/O,
   which adds the same absolute time to every path and so shrinks the ratio, not the difference.
-  Cloud Run rounds billable
-  instance time up to 100 ms; a busy instance's requests share that rounding, an isolated
-  request does not, so a worst-case column bills each request alone, rounded up. A cold start is
-  costed separately, per instance start.
+  Cloud Run rounds billable instance time up to 100 ms; a busy instance's requests share that
+  rounding, an isolated request does not, so a worst-case column bills each request alone,
+  rounded up. A cold start is costed separately, per instance start.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ here, in the benchmark, never in functions/.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -75,7 +74,7 @@ def load_engine(engine: str, models: Path, threads: int) -> Engine:
             num_threads=threads,
         )
         if is_flip(engine):  # served exactly as the function serves a flip-averaged manifest
-            model.manifest = replace(model.manifest, test_time_flip=True)
+            model.serve_test_time_flip(True)
         return model
     if engine in TF_ENGINES:
         return TensorFlowModel(models / "unet.keras", mode=engine, threads=threads)

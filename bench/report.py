@@ -30,11 +30,13 @@ def _x(value: float | None) -> str:
 def render(results: dict[str, Any]) -> str:
     meta, out = results["meta"], []
     machine = meta["machine"]
+    served_flip = meta.get("deployed_test_time_flip")
+    flip = ", served flip-averaged (see the flip ratios)" if served_flip else ""
     out.append(
         f"# bench {'(quick) ' if meta['quick'] else ''}{meta['created']}, {meta['git_commit']}"
         f" | {machine['cpus']} CPUs, load avg {machine['loadavg_before'][0]:.2f} before /"
         f" {machine['loadavg_after'][0]:.2f} after | deployed variant: {meta['deployed_variant']}"
-        f" ({meta['deployed_variant_reason']})"
+        f" ({meta['deployed_variant_reason']}{flip})"
     )
     model = results["model"]
     out.append(

@@ -544,6 +544,15 @@ def deployed_variant() -> tuple[str, str]:
     return "int8", "models/default/ has no manifest yet: int8, the fastest variant"
 
 
+def deployed_test_time_flip() -> bool:
+    """Whether models/default is served flip-averaged (its manifest's `test_time_flip`)."""
+    try:
+        manifest = json.loads((REPO_ROOT / "models" / "default" / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("test_time_flip") is True
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, small images (tests)")
@@ -709,6 +718,9 @@ def main(argv: list[str] | None = None) -> int:
             "versions": _versions(),
             "deployed_variant": cfg.variant,
             "deployed_variant_reason": cfg.variant_reason,
+            # The targets and the I/O-inclusive sections serve the variant plainly; a
+            # flip-averaged default costs what the latency section's `flip` ratios add.
+            "deployed_test_time_flip": deployed_test_time_flip(),
             "repeats": {
                 "warmup": cfg.warmup,
                 "pipeline": cfg.repeats,

@@ -26,6 +26,9 @@ def figures(results: dict[str, Any]) -> dict[str, float]:
         if target.get("value") is not None:
             out[f"target {target.get('key') or target['target']}"] = float(target["value"])
     out.update(_latency(results, engine))
+    for row in (results.get("latency") or {}).get("flip") or []:
+        where = f"({row['image']}, {_threads(row['threads'])})"
+        out[f"flip-averaged / plain pipeline {where}"] = float(row["pipeline_ratio"])
     footprint = results.get("footprint") or {}
     if "ratio_tensorflow_to_project" in footprint:
         out["install size TF / ours (retired target)"] = float(

@@ -257,7 +257,7 @@ def train_config(args: argparse.Namespace):  # -> TrainConfig (import kept lazy)
 def score(args: argparse.Namespace) -> int:
     import json
 
-    from model_build.serving_score import score_folder, serving
+    from model_build.serving_score import TRAINING_WORDS, score_folder, serving
 
     flip = {"manifest": None, "on": True, "off": False}[args.test_time_flip]
     result = score_folder(
@@ -272,10 +272,10 @@ def score(args: argparse.Namespace) -> int:
         f"pixel accuracy {result.scores['pixel_accuracy']:.3f} ({per_class})"
     )
     for breed, scores in result.by_breed.items():
-        seen = "never seen in training" if scores["held_out"] else "seen in training"
         print(
             f"  {breed}: {scores['examples']} photos, mIoU {scores['miou']:.3f}, "
-            f"pixel accuracy {scores['pixel_accuracy']:.3f} ({seen})"
+            f"pixel accuracy {scores['pixel_accuracy']:.3f} "
+            f"({TRAINING_WORDS[scores['training']]})"
         )
     return 0
 

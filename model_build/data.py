@@ -87,9 +87,12 @@ def _folder_splits(config: DataConfig) -> Splits:
         "skipped": dict(train.skipped + test.skipped + unused),
         "quirks": dict(train.quirks + test.quirks),
     }
+    breeds = oxford_folder.breeds_of(train.names)
+    if breeds:  # which breeds the model saw, so a score can tell the ones it never saw
+        description["train_breeds"] = breeds
     if config.holdout_breeds:
-        description["holdout_breeds"] = sorted(config.holdout_breeds)
-        description["held_out_train_examples"] = len(listed_train) - len(train_names)
+        description["holdout_breeds"] = sorted(set(config.holdout_breeds))
+        description["held_out_train_names"] = len(listed_train) - len(train_names)
     return Splits(
         _from_arrays(train.images, train.masks),
         _from_arrays(test.images, test.masks),

@@ -16,6 +16,7 @@ trimap whose name neither list has.
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 TRIMAP_VALUES = (1, 2, 3)
 PET_VALUE = 1
 FORMATS_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+BREED_NAME = re.compile(r"(.+)_\d+")  # Oxford-IIIT example names: <Breed>_<number>
+MAX_BREEDS_SHOWN = 40
 
 
 class DatasetFolderError(ValueError):
@@ -60,21 +63,30 @@ def split_names(root: Path) -> tuple[list[str], list[str]]:
     return train, test
 
 
-def breed_of(name: str) -> str:
+def breed_of(name: str) -> str | None:
     """The breed in an Oxford-IIIT example name, `<Breed>_<number>`: `Bengal_12` -> `Bengal`,
-    `american_bulldog_3` -> `american_bulldog` (cats are capitalised, dogs are not)."""
-    return name.rsplit("_", 1)[0]
+    `american_bulldog_3` -> `american_bulldog` (cats are capitalised, dogs are not); None for
+    a name of another shape."""
+    match = BREED_NAME.fullmatch(name)
+    return match.group(1) if match else None
+
+
+def breeds_of(names: list[str]) -> list[str]:
+    """The breeds among `names`, sorted (names of another shape have none)."""
+    return sorted({b for b in map(breed_of, names) if b is not None})
 
 
 def without_breeds(names: list[str], breeds: tuple[str, ...]) -> list[str]:
     """`names` less every example of `breeds` (held out of training, to be scored as breeds the
     model never saw). A breed with no example among `names` is refused: most likely a typo."""
-    present = {breed_of(n) for n in names}
-    missing = sorted(set(breeds) - present)
+    present = breeds_of(names)
+    missing = sorted(set(breeds) - set(present))
     if missing:
+        more = ", ..." if len(present) > MAX_BREEDS_SHOWN else ""
+        shown = ", ".join(present[:MAX_BREEDS_SHOWN]) + more
         raise DatasetFolderError(
             f"no training photo of breed {', '.join(missing)} to hold out; breeds here: "
-            f"{', '.join(sorted(present))} (the name before the last '_', case matters)"
+            f"{shown or 'none (names are not <Breed>_<number>)'} (case matters)"
         )
     return [n for n in names if breed_of(n) not in breeds]
 

@@ -9,8 +9,9 @@ compared with the trimap at full resolution. evaluate's figures are at 128x128 o
 prepared by model_build; these are what a user who uploads the photo gets. `flip` overrides the
 manifest's `test_time_flip`, to see what serving a model with (or without) flip averaging would
 give before publishing it so. Scores are also given per breed (the Oxford name's `<Breed>_<n>`),
-each marked when the model's training kept that breed out (`--holdout-breed`): quality on
-breeds the model never saw, next to those it did, from one run of one model.
+each marked by whether the model's training saw it (held out with `--holdout-breed`, or not in
+its training data at all): quality on breeds the model never saw, next to those it did, from
+one run of one model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,8 @@ class ServingScore:
     scores: dict[str, Any]  # metrics.summarize over every pixel of every photo
     per_image: dict[str, float] = field(default_factory=dict)  # name -> image mIoU
     skipped: Counter[str] = field(default_factory=Counter)
-    # breed -> the same scores over its photos, `examples`, and `held_out`: the model's training
-    # data kept that breed out (its manifest's metrics.data.holdout_breeds), so it never saw it.
+    # breed -> the same scores over its photos, `examples`, and `training`: whether the model's
+    # training saw it, from its manifest's metrics.data (see `breed_scores`).
     by_breed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -83,10 +84,9 @@ def score_folder(
     with tempfile.TemporaryDirectory(prefix="score-cache-") as cache:
         model = load_model(str(model_dir), store=None, cache_dir=cache, num_threads=1)
         if flip is not None:
-            model.manifest = replace(model.manifest, test_time_flip=flip)
-        held_out = holdout_breeds(model.manifest.raw)
+            model.serve_test_time_flip(flip)
         confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-        by_breed: dict[str, np.ndarray] = {}
+        tallies: dict[str, BreedTally] = {}
         result = ServingScore(
             model.version,
             model.manifest.quantization,
@@ -106,7 +106,8 @@ def score_folder(
             photo_confusion = metrics.confusion_matrix(truth, predicted, NUM_CLASSES)
             confusion += photo_confusion
             breed = oxford_folder.breed_of(name)
-            by_breed[breed] = by_breed.get(breed, 0) + photo_confusion
+            if breed is not None:
+                tallies.setdefault(breed, BreedTally()).add(photo_confusion)
             iou = quality_sheet.image_miou(truth, predicted, NUM_CLASSES)
             result.per_image[name] = round(iou, 4)
             examples.append(quality_sheet.Example(name, photo, truth, predicted, iou))
@@ -114,15 +115,7 @@ def score_folder(
         raise ValueError(f"no usable photo in the {split} split of {root}")
     result.examples = len(examples)
     result.scores = metrics.summarize(confusion, CLASS_NAMES)
-    counts = Counter(oxford_folder.breed_of(name) for name in result.per_image)
-    result.by_breed = {
-        breed: {
-            "examples": counts[breed],
-            "held_out": breed in held_out,
-            **metrics.summarize(by_breed[breed], CLASS_NAMES),
-        }
-        for breed in sorted(by_breed)
-    }
+    result.by_breed = breed_scores(tallies, model.manifest.raw)
     if sheet is not None:
         title = (
             f"{model.version} ({serving(result)}) on {len(examples)} {split} photos "
@@ -132,10 +125,49 @@ def score_folder(
     return result
 
 
-def holdout_breeds(manifest: Mapping[str, Any]) -> frozenset[str]:
-    """The breeds the model's training data kept out (absent from older manifests: none)."""
+@dataclass
+class BreedTally:
+    """One breed's photos: their pooled confusion matrix and how many there were."""
+
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((NUM_CLASSES,) * 2, np.int64))
+    examples: int = 0
+
+    def add(self, confusion: np.ndarray) -> None:
+        self.confusion += confusion
+        self.examples += 1
+
+
+# What a model's training data says of a breed (`by_breed[...]["training"]`).
+HELD_OUT, SEEN, NOT_IN_TRAINING, UNKNOWN = "held_out", "seen", "not_in_training", "unknown"
+TRAINING_WORDS = {
+    HELD_OUT: "held out of training: never seen",
+    SEEN: "seen in training",
+    NOT_IN_TRAINING: "not in the training data: never seen",
+    UNKNOWN: "training breeds not recorded",
+}
+
+
+def breed_scores(tallies: dict[str, BreedTally], manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Each breed's scores, and whether the model's training saw it (`training`)."""
     data = (manifest.get("metrics") or {}).get("data") or {}
-    return frozenset(data.get("holdout_breeds") or ())
+    held_out = set(data.get("holdout_breeds") or ())
+    trained = data.get("train_breeds")  # absent from manifests made before it was recorded
+
+    def training(breed: str) -> str:
+        if breed in held_out:
+            return HELD_OUT
+        if trained is None:
+            return UNKNOWN
+        return SEEN if breed in trained else NOT_IN_TRAINING
+
+    return {
+        breed: {
+            "examples": tally.examples,
+            "training": training(breed),
+            **metrics.summarize(tally.confusion, CLASS_NAMES),
+        }
+        for breed, tally in sorted(tallies.items())
+    }
 
 
 def serving(result: ServingScore) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,28 @@ def load_keras_model(out: Path) -> keras.Model:
         return model_lib.as_float32(keras.models.load_model(path))
 
 
+def trained_data_config(out: Path, data_config: data_lib.DataConfig) -> data_lib.DataConfig:
+    """`data_config` with the breeds the run's training held out (its training.json), so the
+    manifest records the data the model was trained on. A different `--holdout-breed` is
+    refused: the manifest would then claim training data the model never had."""
+    facts = load_training_facts(out)
+    if not facts:
+        return data_config
+    data = (facts.get("config") or {}).get("data") or {}
+    trained = tuple(sorted(set(data.get("holdout_breeds") or ())))
+    asked = tuple(sorted(set(data_config.holdout_breeds)))
+    if asked and asked != trained:
+        raise ValueError(
+            f"--holdout-breed {', '.join(asked)} is not what {out} was trained without "
+            f"({', '.join(trained) or 'no breed held out'}); leave the flag out after `train`"
+        )
+    return replace(data_config, holdout_breeds=trained)
+
+
 def convert_step(
     out: Path, data_config: data_lib.DataConfig, representative_count: int = 100
 ) -> dict[str, Path]:
+    data_config = trained_data_config(out, data_config)
     model = load_keras_model(out)
     splits = data_lib.load_splits(data_config)
     images = representative_images(splits, representative_count)
@@ -78,6 +97,7 @@ def evaluate_step(
     out: Path, data_config: data_lib.DataConfig, options: EvaluateOptions
 ) -> dict[str, Any]:
     """Evaluates every variant, writes evaluation.json and the chosen model directory."""
+    data_config = trained_data_config(out, data_config)
     model = load_keras_model(out)
     splits = data_lib.load_splits(data_config)
     images, masks = data_lib.to_numpy(splits.test, limit=options.limit)

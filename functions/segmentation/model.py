@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -270,6 +270,11 @@ class SegmentationModel:
     @property
     def input_size(self) -> tuple[int, int]:
         return self.manifest.input_size
+
+    def serve_test_time_flip(self, flip: bool) -> None:
+        """Serve as if the manifest said `test_time_flip: flip`: for previews of a model served
+        the other way (`model_build score --test-time-flip`) and the bench, never the function."""
+        self.manifest = replace(self.manifest, test_time_flip=flip)
 
     def get(self) -> SegmentationModel:
         """Lets a loaded model stand wherever a `LazyModel` is accepted."""

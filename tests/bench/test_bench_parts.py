@@ -331,8 +331,11 @@ def test_flip_ratios_against_the_same_variant_served_plainly() -> None:
 
 def test_spread_summarises_every_ratio_and_target() -> None:
     runs = [_results(cold_ours=c) for c in (2.5, 1.8, 2.0)]  # 8x, 11.1x, 10x
-    for run in runs:
+    for run, flip in zip(runs, (1.2, 1.5, 1.3), strict=True):
         run["targets"] = targets.evaluate(run, variant="int8")
+        run["latency"]["flip"] = [
+            {"engine": "litert:int8+flip", "image": "typical", "threads": 1, "pipeline_ratio": flip}
+        ]
     rows = {r["figure"]: r for r in spread.summarise(runs)}
     cold = rows["target cold_start"]
     assert (cold["runs"], cold["min"], cold["median"], cold["max"]) == (3, 8.0, 10.0, 11.11)
@@ -340,6 +343,8 @@ def test_spread_summarises_every_ratio_and_target() -> None:
     assert rows["install size TF / ours (retired target)"]["median"] == 8.8
     assert rows["images/s c4 / c1"]["median"] == pytest.approx(2.0)
     assert "pipeline speedup_vs_keras_predict (typical, 1 thread)" in rows
+    flip = rows["flip-averaged / plain pipeline (typical, 1 thread)"]
+    assert (flip["min"], flip["median"], flip["max"]) == (1.2, 1.3, 1.5)
     text = spread.render(list(rows.values()), ["a", "b", "c"])
     assert "| target cold_start | 3 | 8 | 10 | 11.1 | 2 of 3 |" in text
 

@@ -47,6 +47,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_meta_and_model(results: dict) -> None:
     assert results["meta"]["quick"] is True
     assert results["meta"]["deployed_variant"] in VARIANTS
+    manifest = json.loads((REPO_ROOT / "models" / "default" / "manifest.json").read_text())
+    assert results["meta"]["deployed_test_time_flip"] is manifest.get("test_time_flip", False)
     model = results["model"]
     # The U-Net's FLOPs are counted from the Keras layers: about 1.17 GFLOP, mostly decoder.
     assert 0.5e9 < model["flops"] < 3e9

@@ -147,9 +147,10 @@ def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tm
     out = capsys.readouterr().out
     assert f"mIoU {scores['miou']:.3f}" in out
     breeds = scores["by_breed"]
-    assert {b: (s["examples"], s["held_out"]) for b, s in breeds.items()} == {
-        "Bengal": (2, False),
-        "cat": (4, False),
+    # The chain's model was trained on synthetic scenes: its manifest records no breeds.
+    assert {b: (s["examples"], s["training"]) for b, s in breeds.items()} == {
+        "Bengal": (2, "unknown"),
+        "cat": (4, "unknown"),
     }
     assert f"Bengal: 2 photos, mIoU {breeds['Bengal']['miou']:.3f}" in out
     # A breed's scores are over its own photos' pixels only: the same as scoring just those.
@@ -164,15 +165,17 @@ def test_score_runs_the_chosen_model_through_the_function_path(model_run_dir, tm
     held = tmp_path / "held-out-model"
     shutil.copytree(model_run_dir / "model", held)
     manifest = json.loads((held / "manifest.json").read_text())
-    manifest["metrics"]["data"]["holdout_breeds"] = ["Bengal"]
+    manifest["metrics"]["data"].update(holdout_breeds=["Bengal"], train_breeds=["cat"])
     (held / "manifest.json").write_text(json.dumps(manifest))
     capsys.readouterr()
     held_args = ["--model-dir", str(held), "--data-dir", str(root), "--json", str(report)]
     assert main(["score", *held_args]) == 0
     breeds = json.loads(report.read_text())["by_breed"]
-    assert (breeds["Bengal"]["held_out"], breeds["cat"]["held_out"]) == (True, False)
+    assert (breeds["Bengal"]["training"], breeds["cat"]["training"]) == ("held_out", "seen")
     lines = capsys.readouterr().out.splitlines()
-    assert next(line for line in lines if "Bengal:" in line).endswith("(never seen in training)")
+    assert next(line for line in lines if "Bengal:" in line).endswith(
+        "(held out of training: never seen)"
+    )
 
 
 def test_evaluate_with_test_time_flip_writes_a_manifest_the_function_serves_so(

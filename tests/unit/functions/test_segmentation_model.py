@@ -198,6 +198,21 @@ def test_flip_averaging_runs_the_mirror_image_and_cancels_the_bias(
     assert prediction.quality.class_fractions == pytest.approx(expected.class_fractions, abs=1e-3)
 
 
+def test_a_model_can_be_served_the_other_way_for_a_preview(
+    tiny_lopsided_model_dir: Path, tmp_path: Path
+) -> None:
+    """`serve_test_time_flip` (score's and the bench's override) serves exactly as the manifest
+    flag would, both ways."""
+    invocations: list[int] = []
+    model = _counting_model(_with_flip(tiny_lopsided_model_dir, tmp_path / "m", False), invocations)
+    model.serve_test_time_flip(True)
+    assert (model.predict(_colour_image()) == _expected_classes()).all()
+    assert invocations == [1, 1]
+    model.serve_test_time_flip(False)
+    assert (model.predict(_colour_image())[16:, 100:] == 0).all()  # the ramp's bias is back
+    assert invocations == [1, 1, 1]
+
+
 def test_flip_average_dequantizes_then_mirrors_back() -> None:
     logits = np.array([[[10, 0], [0, 10], [4, 4]]], np.int8)  # (H=1, W=3, C=2)
     mirrored = np.array([[[2, 2], [0, 10], [10, 0]]], np.int8)

@@ -115,8 +115,10 @@ def test_folder_source_holds_breeds_out_of_training_only(tmp_path):
     everything = load_splits(DataConfig(source="folder", data_dir=str(tmp_path)))
     assert (splits.train_size, splits.test_size) == (2, 4)  # the test split keeps the breed
     assert splits.description["holdout_breeds"] == ["Bengal"]
-    assert splits.description["held_out_train_examples"] == 2
+    assert splits.description["held_out_train_names"] == 2
+    assert splits.description["train_breeds"] == ["american_bulldog"]
     assert "holdout_breeds" not in everything.description
+    assert everything.description["train_breeds"] == ["Bengal", "american_bulldog"]
     # Different training data, different fingerprint: the two can never claim the same data.
     assert splits.description["fingerprint"] != everything.description["fingerprint"]
     with pytest.raises(DatasetFolderError, match=r"breed bengal.*Bengal, american_bulldog"):
