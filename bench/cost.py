@@ -187,8 +187,8 @@ def cost_model(results: dict[str, Any], *, variant: str) -> dict[str, Any]:
     worker_peak = latency["worker_peak_rss_mib"]
     rows = []
     flip = flip_engine(variant)
-    engines = [f"litert:{variant}", flip, "keras_predict", "tf_function"]
-    for engine in (e for e in engines if (e, typical, 1) in pipeline or e != flip):
+    measured_flip = [flip] if (flip, typical, 1) in pipeline else []  # older results: none
+    for engine in (f"litert:{variant}", *measured_flip, "keras_predict", "tf_function"):
         family = "litert" if engine.startswith("litert:") else "tensorflow"
         seconds = pipeline[(engine, typical, 1)] / 1e3
         # Flip averaging loads the same model: its cold start is the plain variant's.

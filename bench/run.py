@@ -206,8 +206,10 @@ def flip_ratios(
     models = {(r["engine"], r["threads"]): r["median_ms"] for r in model_only}
     ratios = []
     for row in pipeline:
+        if not is_flip(row["engine"]):
+            continue
         base = index.get((plain_engine(row["engine"]), row["image"], row["threads"]))
-        if not is_flip(row["engine"]) or base is None:
+        if base is None:
             continue
         plain_model = models.get((base["engine"], row["threads"]))
         flip_model = models.get((row["engine"], row["threads"]))
@@ -531,26 +533,30 @@ def measure_throughput(
 # --- driver ----------------------------------------------------------------------------------
 
 
+DEFAULT_MANIFEST = REPO_ROOT / "models" / "default" / "manifest.json"
+
+
+def _default_manifest() -> dict[str, Any]:
+    """models/default's manifest, or {} where there is none (a fresh layout)."""
+    try:
+        manifest = json.loads(DEFAULT_MANIFEST.read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def deployed_variant() -> tuple[str, str]:
     """(variant, why): models/default's quantization, else int8 (the fastest: architecture
     decision 4 in docs/architecture.md)."""
-    manifest = REPO_ROOT / "models" / "default" / "manifest.json"
-    try:
-        variant = json.loads(manifest.read_text())["quantization"]
-        if variant in VARIANTS:
-            return variant, f"quantization of {manifest.relative_to(REPO_ROOT)}"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    variant = _default_manifest().get("quantization")
+    if isinstance(variant, str) and variant in VARIANTS:
+        return variant, f"quantization of {DEFAULT_MANIFEST.relative_to(REPO_ROOT)}"
     return "int8", "models/default/ has no manifest yet: int8, the fastest variant"
 
 
 def deployed_test_time_flip() -> bool:
     """Whether models/default is served flip-averaged (its manifest's `test_time_flip`)."""
-    try:
-        manifest = json.loads((REPO_ROOT / "models" / "default" / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("test_time_flip") is True
+    return _default_manifest().get("test_time_flip") is True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
