@@ -1,0 +1,72 @@
+"""`make model` and `make holdout`: the same recipe, one breed apart, and clear refusals.
+
+Run with `make -o setup` so the targets' own lines are what is checked (the venv is already
+built); `-n` prints the commands instead of training for an hour.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _make(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "HOLDOUT_BREED")}
+    return subprocess.run(
+        ["make", "--no-print-directory", "-C", str(REPO_ROOT), "-o", "setup", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,  # the refusals' exit status is what some tests check
+    )
+
+
+def _commands(*args: str) -> list[list[str]]:
+    result = _make("-n", *args)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.replace("\\\n", " ").splitlines()
+    return [shlex.split(line) for line in lines if "model_build" in line or "cp " in line]
+
+
+def _step(commands: list[list[str]], step: str) -> list[str]:
+    return next(c for c in commands if c[1:4] == ["-m", "model_build", step])
+
+
+def _without_out(args: list[str]) -> list[str]:
+    at = args.index("--out")
+    return args[:at] + args[at + 2 :]
+
+
+def test_holdout_trains_the_default_recipe_less_one_breed_and_scores_it():
+    model = _commands("model", "DATA_DIR=/data")
+    holdout = _commands("holdout", "DATA_DIR=/data", "HOLDOUT_BREED=Bengal")
+
+    train = _step(holdout, "all")
+    assert train[train.index("--out") + 1] == "build/holdout-Bengal"
+    assert train[train.index("--holdout-breed") + 1] == "Bengal"
+    at = train.index("--holdout-breed")
+    assert _without_out(train[:at] + train[at + 2 :]) == _without_out(_step(model, "all"))
+
+    score = _step(holdout, "score")
+    assert score[score.index("--model-dir") + 1] == "build/holdout-Bengal/model"
+    assert score[score.index("--data-dir") + 1] == "/data"
+    # A model trained without a breed must never replace the default.
+    assert not any("models/default" in " ".join(c) for c in holdout)
+    assert any("models/default/" in c for c in model[-1])
+
+
+def test_holdout_names_what_is_missing():
+    no_breed = _make("holdout", "DATA_DIR=/data")
+    assert no_breed.returncode == 2
+    assert "make holdout needs HOLDOUT_BREED=" in no_breed.stderr
+
+    no_data = _make("holdout", "HOLDOUT_BREED=Bengal")
+    assert no_data.returncode == 2
+    assert "make holdout needs DATA_DIR=" in no_data.stderr
+
+    assert "make model needs DATA_DIR=" in _make("model").stderr
