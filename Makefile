@@ -84,13 +84,13 @@ model: setup ## Rebuild models/default/ from real photos: make model DATA_DIR=<O
 # photos left out (the test split keeps them), then `score`, which reports each breed as seen or
 # held out. Nothing is copied to models/default. Resumable like `make model`.
 HOLDOUT_RUN = build/holdout-$(HOLDOUT_BREED)
-holdout: setup ## The default recipe with one breed left out of training, scored per breed: make holdout DATA_DIR=... HOLDOUT_BREED=Bengal
+holdout: setup ## The default recipe with one breed left out of training, scored per breed: make holdout DATA_DIR=... HOLDOUT_BREED=Bengal (one breed)
 	$(NEED_DATA_DIR)
 	@test -n "$(HOLDOUT_BREED)" || { echo "make holdout needs HOLDOUT_BREED=<a breed of DATA_DIR, as in its file names, e.g. Bengal>" >&2; exit 2; }
 	$(PY) -m model_build all --data-dir "$(DATA_DIR)" $(DEFAULT_MODEL_ARGS) \
-	  --holdout-breed "$(HOLDOUT_BREED)" --out $(HOLDOUT_RUN)
-	$(PY) -m model_build score --model-dir $(HOLDOUT_RUN)/model --data-dir "$(DATA_DIR)" \
-	  --json $(HOLDOUT_RUN)/serving-score.json
+	  --holdout-breed "$(HOLDOUT_BREED)" --out "$(HOLDOUT_RUN)"
+	$(PY) -m model_build score --model-dir "$(HOLDOUT_RUN)/model" --data-dir "$(DATA_DIR)" \
+	  --json "$(HOLDOUT_RUN)/serving-score.json"
 
 .PHONY: bench
 bench: setup ## Benchmarks vs full TensorFlow and the machine: table + bench/results.json (BENCH_ARGS=--quick)

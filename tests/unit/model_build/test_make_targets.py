@@ -30,11 +30,18 @@ def _commands(*args: str) -> list[list[str]]:
     result = _make("-n", *args)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.replace("\\\n", " ").splitlines()
-    return [shlex.split(line) for line in lines if "model_build" in line or "cp " in line]
+    return [shlex.split(line) for line in lines if line.strip()]
 
 
 def _step(commands: list[list[str]], step: str) -> list[str]:
     return next(c for c in commands if c[1:4] == ["-m", "model_build", step])
+
+
+def _refusal(*args: str) -> str:
+    """stderr of a target that must refuse; PY=false keeps a broken guard from training."""
+    result = _make(*args, "PY=false")
+    assert result.returncode != 0
+    return result.stderr
 
 
 def _without_out(args: list[str]) -> list[str]:
@@ -61,12 +68,12 @@ def test_holdout_trains_the_default_recipe_less_one_breed_and_scores_it():
 
 
 def test_holdout_names_what_is_missing():
-    no_breed = _make("holdout", "DATA_DIR=/data")
-    assert no_breed.returncode == 2
-    assert "make holdout needs HOLDOUT_BREED=" in no_breed.stderr
+    assert "make holdout needs HOLDOUT_BREED=" in _refusal("holdout", "DATA_DIR=/data")
+    assert "make holdout needs DATA_DIR=" in _refusal("holdout", "HOLDOUT_BREED=Bengal")
+    assert "make model needs DATA_DIR=" in _refusal("model")
 
-    no_data = _make("holdout", "HOLDOUT_BREED=Bengal")
-    assert no_data.returncode == 2
-    assert "make holdout needs DATA_DIR=" in no_data.stderr
 
-    assert "make model needs DATA_DIR=" in _make("model").stderr
+def test_help_lists_holdout():
+    listing = _make("help")
+    assert listing.returncode == 0, listing.stderr
+    assert "holdout" in listing.stdout
