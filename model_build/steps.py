@@ -194,6 +194,7 @@ def _write_pictures(out: Path, report: dict[str, Any], chosen: dict[str, Any]) -
 # The training config keys a manifest records: enough to tell two recipes apart.
 RECIPE_KEYS = (
     "fine_tune_epochs",
+    "fine_tune_learning_rate",
     "encoder_weights",
     "batch_size",
     "learning_rate",

@@ -1,4 +1,5 @@
-"""`make model` and `make holdout`: the same recipe, one breed apart, and clear refusals.
+"""`make model` and `make holdout`: the same recipe, one breed apart, and clear refusals; and
+the committed default model is what `make model` builds.
 
 Run with `make -o setup` so the targets' own lines are what is checked (the venv is already
 built); `-n` prints the commands instead of training for an hour.
@@ -6,6 +7,7 @@ built); `-n` prints the commands instead of training for an hour.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -77,3 +79,22 @@ def test_help_lists_holdout():
     listing = _make("help")
     assert listing.returncode == 0, listing.stderr
     assert "holdout" in listing.stdout
+
+
+def _flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_committed_default_model_was_trained_with_make_models_recipe():
+    """A recipe changed in the Makefile without retraining (or a model committed from another
+    recipe) would leave the README's figures describing a model `make model` does not build."""
+    args = _step(_commands("model", "DATA_DIR=/data"), "all")
+    manifest = json.loads((REPO_ROOT / "models" / "default" / "manifest.json").read_text())
+    trained = manifest["training"]
+    head, restart = int(_flag(args, "--epochs")), int(_flag(args, "--fine-tune-epochs"))
+    assert (trained["epochs"], trained["fine_tune_epochs"]) == (head + restart, restart)
+    assert trained["fine_tune_learning_rate"] == float(_flag(args, "--fine-tune-learning-rate"))
+    for key in ("batch_size", "copy_paste", "weight_decay", "validation_fraction"):
+        assert trained[key] == float(_flag(args, "--" + key.replace("_", "-"))), key
+    assert (_flag(args, "--encoder-weights"), trained["encoder_weights"]) == ("none", None)
+    assert manifest["test_time_flip"] is ("--test-time-flip" in args)
