@@ -31,6 +31,25 @@ DEFAULT_TOLERANCE_POINTS = 1.0
 DEFAULT_SELECTION_THREADS = 1
 
 
+# The training settings a manifest records (TrainConfig field names): enough to tell two
+# recipes apart.
+RECIPE_KEYS = (
+    "fine_tune_epochs",
+    "fine_tune_learning_rate",
+    "bn_recalibration_steps",
+    "encoder_weights",
+    "batch_size",
+    "learning_rate",
+    "loss",
+    "augmentation",
+    "copy_paste",
+    "lr_schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "validation_fraction",
+)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"

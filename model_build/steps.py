@@ -24,6 +24,7 @@ from segmentation.contract import TEST_TIME_FLIP
 from model_build import config, convert, evaluate, manifest, plots, quality_sheet
 from model_build import data as data_lib
 from model_build import model as model_lib
+from model_build.config import RECIPE_KEYS
 from model_build.convert import representative_images
 from model_build.layout import EVALUATION_FILE, KERAS_MODEL, MODEL_DIR, QUALITY_SHEET, TFLITE_DIR
 from model_build.model import NUM_CLASSES
@@ -189,23 +190,6 @@ def _write_pictures(out: Path, report: dict[str, Any], chosen: dict[str, Any]) -
         plots.write_variant_chart(report, chosen, model_dir)
     except Exception as exc:  # matplotlib, fonts: the model directory is complete without them
         log.warning("pictures not written", extra={"error": f"{type(exc).__name__}: {exc}"})
-
-
-# The training config keys a manifest records: enough to tell two recipes apart.
-RECIPE_KEYS = (
-    "fine_tune_epochs",
-    "fine_tune_learning_rate",
-    "encoder_weights",
-    "batch_size",
-    "learning_rate",
-    "loss",
-    "augmentation",
-    "copy_paste",
-    "lr_schedule",
-    "warmup_epochs",
-    "weight_decay",
-    "validation_fraction",
-)
 
 
 def _training_summary(facts: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from model_build import manifest as manifest_lib
+from model_build.config import RECIPE_KEYS
 from model_build.convert import VARIANTS
 from tests.conftest import REPO_ROOT
 
@@ -66,6 +67,7 @@ def test_the_chain_produces_a_model_directory_with_real_metrics(model_run_dir):
     assert chosen["training"]["epochs"] == 2 and chosen["training"]["dataset"] == "synthetic"
     recipe = {k: chosen["training"][k] for k in ("loss", "augmentation", "lr_schedule")}
     assert recipe == {"loss": "ce_dice", "augmentation": "strong", "lr_schedule": "cosine"}
+    assert set(RECIPE_KEYS) <= set(chosen["training"])  # every setting that tells recipes apart
     assert chosen["selection"]["tolerance_miou_points"] == 1.0
     # float32 is the Keras graph itself: its masks agree with Keras almost everywhere.
     assert evaluation["variants"]["float32"]["agreement_with_keras"] > 0.99
