@@ -24,7 +24,6 @@ from segmentation.contract import TEST_TIME_FLIP
 from model_build import config, convert, evaluate, manifest, plots, quality_sheet
 from model_build import data as data_lib
 from model_build import model as model_lib
-from model_build.config import RECIPE_KEYS
 from model_build.convert import representative_images
 from model_build.layout import EVALUATION_FILE, KERAS_MODEL, MODEL_DIR, QUALITY_SHEET, TFLITE_DIR
 from model_build.model import NUM_CLASSES
@@ -203,8 +202,8 @@ def _training_summary(facts: dict[str, Any]) -> dict[str, Any]:
         "git_commit",
     )
     summary = {k: facts[k] for k in keys if k in facts}
-    config = facts.get("config", {})
-    for key in RECIPE_KEYS:
-        if key in config:
-            summary[key] = config[key]
+    settings = facts.get("config", {})
+    for key in config.RECIPE_KEYS:
+        if key in settings:
+            summary[key] = settings[key]
     return summary

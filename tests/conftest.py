@@ -13,6 +13,7 @@ import pytest
 from segment.emulators import ManagedProcess, gcs_emulator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"  # the committed default model
 # A test's one-line summary for the end of the run (`record_property(SUMMARY_PROPERTY, line)`):
 # unlike a print, it reaches the terminal from pytest-xdist's workers too.
 SUMMARY_PROPERTY = "summary"

@@ -25,12 +25,12 @@ from segmentation.model import load_model
 
 from model_build import manifest as manifest_lib
 from model_build import publish as publish_lib
+from tests.conftest import DEFAULT_MODEL_DIR
 from tests.fakes import fixtures as fake_fixtures
 from tests.unit.model_build.fabricate import built_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "functions" / "segmentation" / contract.SCHEMA_FILE
-DEFAULT_MODEL_DIR = REPO / "models" / "default"
 tiny_int8_model_dir = fake_fixtures.tiny_int8_model_dir  # the conftest shares only the float32
 
 

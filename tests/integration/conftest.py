@@ -14,9 +14,8 @@ import pytest
 
 from segment import clients, function_logs, resources
 from segment.stack import LocalStack, StackNames, StackOptions
-from tests.conftest import REPO_ROOT
+from tests.conftest import DEFAULT_MODEL_DIR
 
-DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 # Small backoff so that redeliveries (and dead-lettering after 5 attempts) take seconds.
 FAST_POLICY = resources.DeliveryPolicy(min_backoff_s=0.2, max_backoff_s=1.0)
 

@@ -12,7 +12,7 @@ import pytest
 
 from model_build.data import DataConfig, load_splits
 from model_build.serving_score import score_folder
-from tests.integration.conftest import DEFAULT_MODEL_DIR
+from tests.conftest import DEFAULT_MODEL_DIR
 
 pytestmark = [pytest.mark.slow]
 

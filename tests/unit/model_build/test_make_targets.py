@@ -11,11 +11,9 @@ import json
 import os
 import shlex
 import subprocess
-from pathlib import Path
 
 from model_build import cli, config
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from tests.conftest import DEFAULT_MODEL_DIR, REPO_ROOT
 
 
 def _make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,11 +88,11 @@ def test_committed_default_model_was_trained_with_make_models_recipe():
     leaves to their defaults are compared too."""
     line = _step(_commands("model", "DATA_DIR=/data"), "all")
     args = cli.build_parser().parse_args(line[3:])
-    manifest = json.loads((REPO_ROOT / "models" / "default" / "manifest.json").read_text())
+    recipe = cli.train_config(args)  # what training records, "none" and "auto" resolved
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
     trained = manifest["training"]
 
-    expected = {key: getattr(args, key) for key in config.RECIPE_KEYS}
-    expected["encoder_weights"] = {"none": None}.get(args.encoder_weights, args.encoder_weights)
+    expected = {key: getattr(recipe, key) for key in config.RECIPE_KEYS}
     assert {key: trained.get(key) for key in config.RECIPE_KEYS} == expected
-    assert trained["epochs"] == args.epochs + args.fine_tune_epochs  # both phases
+    assert trained["epochs"] == recipe.epochs + recipe.fine_tune_epochs  # both phases
     assert manifest["test_time_flip"] is args.test_time_flip
